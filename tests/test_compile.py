@@ -1,0 +1,187 @@
+"""Compiler and graph: the shipped programs, the node-count formula, JSON round trips, params."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+import subprocess
+import sys
+
+import networkx as nx
+import pytest
+
+import aldsl
+from aldsl.compiler import node_count
+from aldsl.errors import UserError
+from aldsl.graph import ProgramGraph
+from aldsl.parser import grammar_text
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = sorted((ROOT / "programs").glob("*.alp"))
+TABLE1_ROWS = ["sft", "inverse rlignment", "rlhf", "zero-shot", "few-shot", "thought process",
+               "prompt optimization", "reward models in rlhf", "llms for evaluation", "robotics", "bayesian"]
+
+
+def write_program(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"q": f"{i} + 1", "a": str(i + 1), "s": f"{i} + 1 = {i + 1}"})
+                                                 + "\n" for i in range(10)))
+    path = tmp_path / "t.alp"
+    path.write_text('program t "test"\ndata d = jsonl("data.jsonl", input = "q", target = "a", demo = "s")\n' + body)
+    return path
+
+
+SEARCHY = """
+generator g = model("smollm2-135m", temperature = 0.7 in [0.0, 1.2], top_p = 0.9 in log[0.5, 1.0])
+prompter p = prompt(template = cot in {cot, zero_shot, direct}, demos = demos(d.train, k = 1 in [0, 4]))
+reward crit = critic()
+evaluator acc = numeric_match()
+flow main = loop(d, generator = g, prompter = p, rounds = {T}, samples = {L} in [1, 16], reward = crit,
+                 select = argmax, keep = 2, evaluator = acc)
+"""
+
+
+def test_every_table1_row_has_a_program():
+    assert len(PROGRAMS) >= 11
+    heads = [p.read_text().splitlines()[0].lower() for p in PROGRAMS]
+    for row in TABLE1_ROWS:
+        assert any(row in h for h in heads), f"no program's first comment names the row {row!r}"
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=[p.stem for p in PROGRAMS])
+def test_shipped_programs_compile(path):
+    compiled = aldsl.compile(path)
+    g = compiled.graph
+    assert nx.is_directed_acyclic_graph(g)
+    rounds = compiled.program_graph.rounds
+    assert g.number_of_nodes() == node_count(rounds, len(compiled.program_graph.resources()))
+    for name in compiled.search_space.names:  # every search parameter sets some node
+        assert compiled.search_space[name].targets, name
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 13])
+@pytest.mark.parametrize("L", [1, 4])
+def test_node_count_formula(tmp_path, T, L):
+    compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", str(T)).replace("{L}", str(L))))
+    pg = compiled.program_graph
+    # resources: the data source and the critic reward model
+    assert sorted(pg.resources()) == ["data:d", "reward:crit"]
+    assert compiled.graph.number_of_nodes() == node_count(T, 2) == 4 * T + 5
+    assert len(pg.nodes("generate")) == T
+    for n in pg.nodes("generate"):
+        assert pg[n]["params"]["samples"] == L
+
+
+def test_chain_order_and_edges(tmp_path):
+    pg = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "2").replace("{L}", "3"))).program_graph
+    chain = [n for n in pg.nodes() if pg[n]["op"] not in ("data", "reward_model")]
+    assert chain == ["input", "prompt_1", "generate_1", "reward_1", "select_1",
+                     "prompt_2", "generate_2", "reward_2", "select_2", "answer", "evaluate"]
+    assert pg.g.has_edge("reward:crit", "reward_2")
+    assert pg.g.has_edge("data:d", "prompt_1")  # the demo pool feeds the prompter
+    assert pg["select_2"]["params"]["last"] and not pg["select_1"]["params"]["last"]
+    assert pg["prompt_2"]["params"]["followup"]["name"] == "feedback"
+
+
+def test_json_round_trip_is_exact(tmp_path):
+    compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "3").replace("{L}", "2")))
+    again = ProgramGraph.from_json(compiled.to_json())
+    assert nx.utils.graphs_equal(compiled.graph, again.g)
+    assert compiled.graph.graph == again.g.graph
+    for n in compiled.graph:
+        assert compiled.graph.nodes[n] == again.g.nodes[n]
+    for a, b, d in compiled.graph.edges(data=True):
+        assert again.g.edges[a, b] == d
+    assert again.to_json() == compiled.to_json()
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=[p.stem for p in PROGRAMS])
+def test_saved_graph_reloads_without_source(tmp_path, path):
+    compiled = aldsl.compile(path)
+    saved = compiled.save(tmp_path / "build")
+    loaded = aldsl.load_graph(saved)
+    assert nx.utils.graphs_equal(loaded.graph, compiled.graph)
+    assert loaded.search_space.to_json() == compiled.search_space.to_json()
+    assert loaded.values == compiled.values
+
+
+def test_search_space_and_with_params(tmp_path):
+    compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "1").replace("{L}", "4")))
+    space = compiled.search_space
+    assert space.names == ["g.temperature", "g.top_p", "p.template", "p.demos.k", "main.samples"]
+    assert space["g.top_p"].log and space["p.demos.k"].kind == "int"
+    assert space["p.template"].choices == ("cot", "zero_shot", "direct")
+    assert space["main.samples"].targets == ("generate_1",)
+    concrete = compiled.with_params({"main.samples": 9, "p.template": "direct", "p.demos.k": 0})
+    pg = concrete.program_graph
+    assert pg["generate_1"]["params"]["samples"] == 9
+    assert pg["prompt_1"]["params"]["template"]["body"] == "{x}"
+    assert pg["prompt_1"]["params"]["demos"]["k"] == 0
+    assert concrete.values["g.temperature"] == 0.7  # untouched values keep their defaults
+    assert compiled.program_graph["generate_1"]["params"]["samples"] == 4  # the original is unchanged
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"main.samples": 0}, "outside [1, 16]"),
+    ({"main.samples": 2.5}, "must be an integer"),
+    ({"p.template": "nope"}, "is not one of {cot, zero_shot, direct}"),
+    ({"g.nope": 1}, "unknown search parameter 'g.nope'"),
+    ({"g.temperature": "hot"}, "must be a number"),
+])
+def test_with_params_rejects_bad_values(tmp_path, values, message):
+    compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "1").replace("{L}", "4")))
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("{", r"\{")):
+        compiled.with_params(values)
+
+
+def test_rewards_and_finetunes_use_default_generator_settings(tmp_path):
+    body = """
+generator g = model("smollm2-135m", temperature = 0.3 in [0.0, 1.0], finetune = none in {none, ft})
+finetune ft = sft(d.train, steps = 5)
+prompter p = prompt(template = cot in {cot, direct})
+reward orm = outcome(d.train)
+evaluator acc = numeric_match()
+flow main = loop(d, generator = g, prompter = p, samples = 2, reward = orm, select = argmax, evaluator = acc)
+"""
+    compiled = aldsl.compile(write_program(tmp_path, body))
+    a = compiled.with_params({"g.temperature": 0.9, "p.template": "direct", "g.finetune": "ft"}).program_graph
+    b = compiled.program_graph
+    assert a["reward:orm"]["params"] == b["reward:orm"]["params"]  # trained once for every trial
+    assert a["generate_1"]["params"]["generator"]["finetune"] == "finetune:ft"
+    assert a.g.has_edge("finetune:ft", "generate_1") and "finetune:ft" not in b.g
+    assert a["finetune:ft"]["params"]["prompter"]["template"]["name"] == "cot"
+
+
+def test_dot_and_png(tmp_path):
+    compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "2").replace("{L}", "2")))
+    dot = compiled.program_graph.to_dot()
+    assert dot.startswith('digraph "t"') and '"prompt_2" -> "generate_2"' in dot
+    png = compiled.program_graph.to_png(tmp_path / "g.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_compile_from_source_text(tmp_path):
+    path = write_program(tmp_path, SEARCHY.replace("{T}", "1").replace("{L}", "1"))
+    from_text = aldsl.compile(path.read_text().replace('"data.jsonl"', json.dumps(str(tmp_path / "data.jsonl"))))
+    assert from_text.graph.number_of_nodes() == aldsl.compile(path).graph.number_of_nodes()
+
+
+def test_load_graph_errors(tmp_path):
+    with pytest.raises(UserError, match="no such graph file"):
+        aldsl.load_graph(tmp_path / "missing.graph.json")
+    bad = tmp_path / "bad.graph.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not an aldsl graph file"):
+        aldsl.load_graph(bad)
+
+
+def test_grammar_ships_inside_the_wheel(tmp_path):
+    out = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
+                    str(ROOT)], check=True, capture_output=True)
+    wheel = next(out.glob("aldsl-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert z.read("aldsl/_grammar/alp.lark").decode() == grammar_text()
+    assert any(n.startswith("optimizers/") for n in names)
+    assert not any(".venv" in n or n.endswith(".pyc") for n in names)
