@@ -1,0 +1,1 @@
+"""Task-specific code: seeded data generators and external rewards for the shipped programs."""
