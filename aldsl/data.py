@@ -27,13 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from aldsl.errors import UserError
 from typing import Any, Iterator, Mapping
 
 SPLIT_NAMES = ("train", "dev", "test")
 KINDS = ("jsonl", "csv", "hf_disk")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data source cannot be loaded or used as declared; the message says what to fix."""
 
 

@@ -12,12 +12,13 @@ import math
 import re
 import string
 from functools import lru_cache
+from aldsl.errors import UserError
 from typing import Any, Callable, Mapping, Sequence
 
 from aldsl.answers import extract
 
 
-class EvaluatorError(ValueError):
+class EvaluatorError(UserError, ValueError):
     """A user error in an evaluator's use: unknown kind or parameter, missing field, bad value."""
 
 

@@ -19,8 +19,9 @@ from aldsl.parser import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "programs").glob("*.alp"))
-TABLE1_ROWS = ["sft", "inverse rlignment", "rlhf", "zero-shot", "few-shot", "thought process",
-               "prompt optimization", "reward models in rlhf", "llms for evaluation", "robotics", "bayesian"]
+TABLE1_ROWS = ["supervised fine-tuning", "inverserlignment", "rlhf", "zero-shot prompting", "few-shot prompting",
+               "thought processes", "prompt optimization", "reward models in rlhf", "llms for evaluation",
+               "llms for robotics", "llms for bayesian optimization"]
 
 
 def write_program(tmp_path: Path, body: str) -> Path:
