@@ -57,6 +57,7 @@ class SearchVal:
     log: bool = False
     choices: tuple[Any, ...] | None = None
     pos: ast.Pos | None = None
+    option_pos: tuple[ast.Pos, ...] = ()
 
 
 @dataclass
@@ -243,7 +244,7 @@ class Checker:
         if _key(default) not in keys:
             raise _Fail(f"default {_key(default)} is not one of the choices", v.default.pos,
                         f"choose one of: {', '.join(keys)}")
-        return SearchVal(default, None, None, False, options, v.pos)
+        return SearchVal(default, None, None, False, options, v.pos, tuple(o.pos for o in dom.options))
 
     def _typed(self, v: ast.Value, t: Type, param: Param) -> Any:
         if isinstance(v, ast.Search):
@@ -299,6 +300,8 @@ class Checker:
             return [i.value for i in v.items]  # type: ignore[union-attr]
         if k == "enum":
             word = v.dotted if isinstance(v, ast.Ref) else v.value if isinstance(v, ast.String) else None
+            if isinstance(v, ast.NoneLit) and "none" in t.options:  # e.g. pruner = none
+                word = "none"
             if word in t.options:
                 return word
             if isinstance(word, str):
@@ -439,17 +442,21 @@ class Checker:
         p = f.params
         pos = f.param_pos
         select = p["select"]
-        needs_reward = {_key(s) for s in _options(select)} & {"argmax", "weighted_vote"}
-        rewards = [r for r in _options(p["reward"]) if r is not None]
-        if needs_reward and len(rewards) < len(_options(p["reward"])):
+        needs_reward = {_key(s) for s in options_of(select)} & {"argmax", "weighted_vote"}
+        rewards = [r for r in options_of(p["reward"]) if r is not None]
+        if needs_reward and len(rewards) < len(options_of(p["reward"])):
             self.error(f"select = {sorted(needs_reward)[0]} needs a reward", pos.get("select", f.pos),
                        "add reward = NAME, or select = first / majority")
-        max_rounds = max(_options(p["rounds"], high=True))
+        for r in rewards:
+            if self.out[r.name].ctor == "binary":
+                self.error(f"'{r.name}' is a binary reward model: it chooses prompts, it does not score candidates",
+                           pos.get("reward", f.pos), f"use template = per_query({r.name}) in the prompter instead")
+        max_rounds = max(options_of(p["rounds"], high=True))
         prompter = self.out.get(_key(p["prompter"])) if not isinstance(p["prompter"], SearchVal) else None
         if max_rounds > 1 and prompter is not None and prompter.params["followup"] is None:
             self.error("rounds > 1 needs a followup in the prompter", pos.get("rounds", f.pos),
                        f"set followup = feedback (or continue) in prompter '{prompter.name}'")
-        max_keep = max(_options(p["keep"], high=True))
+        max_keep = max(options_of(p["keep"], high=True))
         if max_keep > 1 and max_rounds == 1:
             self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
 
@@ -460,7 +467,7 @@ class Checker:
     _rule_evaluator = _rule_reward
 
     def _rule_prompter(self, d: CheckedDecl) -> None:
-        for t in _options(d.params["template"]):
+        for t in options_of(d.params["template"]):
             if isinstance(t, Nested) and t.ctor == "per_query":
                 r = self.out.get(t.params["reward"].name)
                 if r is not None and r.ctor != "binary":
@@ -521,7 +528,7 @@ def _key(value: Any) -> str:
     return str(value)
 
 
-def _options(value: Any, high: bool = False) -> list[Any]:
+def options_of(value: Any, high: bool = False) -> list[Any]:
     """The possible values of a parameter: its choices, its range ends (high=True), or itself."""
     if isinstance(value, SearchVal):
         if value.choices is not None:

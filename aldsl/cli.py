@@ -105,6 +105,81 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_run(args: argparse.Namespace) -> int:
+    from .progress import Reporter
+    from .session import Session
+
+    compiled = _compile(args.file, args.set)
+    _print_warnings(compiled)
+    session = Session(reporter=Reporter(enabled=not args.quiet), use_cache=not args.no_cache)
+    result = compiled.run(split=args.split, limit=args.limit, session=session)
+    if args.out:
+        console.print(f"wrote {result.to_jsonl(args.out)}")
+    print_run(result)
+    return 0
+
+
+def print_run(result) -> None:
+    """The final table of a run: evaluator scores and cost."""
+    table = Table(title=f"{result.program} on {result.split} ({len(result.traces)} queries)")
+    table.add_column("evaluator")
+    table.add_column("mean score", justify="right")
+    for name, score in result.scores.items():
+        table.add_row(name, f"{score:.3f}")
+    console.print(table)
+    s = result.stats
+    tokens = s.get("generated_tokens", 0)
+    console.print(f"generated {tokens} new tokens ({tokens / max(s['seconds'], 1e-9):.0f} tok/s), "
+                  f"{result.tokens_per_query():.1f} tokens per query; cache {s.get('hits', 0)} hits, "
+                  f"{s.get('misses', 0)} misses; {s['seconds']:.1f} s")
+
+
+@command
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from optimizers.run import optimize
+
+    from .progress import Reporter
+    from .session import Session
+
+    pinned = parse_sets(args.set or [])
+    compiled = _compile(args.file, args.set)
+    _print_warnings(compiled)
+    session = Session(reporter=Reporter(enabled=not args.quiet))
+    result = optimize(compiled, session=session, out_dir=args.out, trials=args.trials, storage=args.storage,
+                      study=args.study, seed=args.seed, workers=args.workers, search_only=args.search_only,
+                      pinned=pinned)
+    if args.search_only:
+        done = sum(t["state"] in ("COMPLETE", "PRUNED") for t in result.trials)
+        console.print(f"worker: ran {result.ran} trial(s); study {result.study!r} has {done} of {result.budget} "
+                      f"finished ({result.storage})")
+        return 0
+    print_optimize(result)
+    return 0
+
+
+def print_optimize(result) -> None:
+    """The final table of an optimization: each variant on dev and on the held-out split."""
+    table = Table(title=f"{result.program}: {result.method}, objective {result.objective}")
+    for col in ("program", "split", "queries", result.objective, "95% CI", "tokens/query"):
+        table.add_column(col, justify="left" if col in ("program", "split") else "right")
+    for r in result.rows:
+        e = r.evaluation
+        table.add_row(r.label, r.split, str(len(e.scores)), f"{e.mean:.3f}", f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+                      f"{e.tokens_per_query:.1f}")
+    console.print(table)
+    d = result.extra.get("difference")
+    if d:
+        console.print(f"{d['label']}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
+    changed = {k: v for k, v in result.values.items() if result.defaults.get(k) != v}
+    if changed:
+        console.print("changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()), markup=False)
+    for note in result.notes:
+        if note.startswith("Warning"):
+            err_console.print(f"[yellow]{note}[/]")
+    console.print(f"wrote {result.optimized}, {result.report} ({result.seconds:.0f} s)", markup=False)
+
+
+@command
 def cmd_doc(args: argparse.Namespace) -> int:
     from .docs import reference
 
@@ -125,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="print the graph's nodes and the search space")
     p.add_argument("file", help="a .alp program or a compiled .graph.json")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
+    p = sub.add_parser("run", help="run a program on a split of its data and print evaluator scores")
+    p.add_argument("file")
+    p.add_argument("--split", default="test", help="which split to run on (default: test)")
+    p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--out", help="write per-query traces as JSON lines to this file")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the generation cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("optimize", help="search the program's declared space; write build/<program>/ with "
+                                        "optimized.alp and a report")
+    p.add_argument("file")
+    p.add_argument("--trials", type=int, help="trial budget (default: the program's; a resumed study runs only "
+                                              "the missing trials)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/<program>/study.db)")
+    p.add_argument("--study", help="study name (default: the program name)")
+    p.add_argument("--out", default="build", help="output folder (default: build/)")
+    p.add_argument("--seed", type=int, help="seed of the sampler and minibatches (default: the program's)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter (not searched)")
+    p.add_argument("--workers", type=int, default=1, help="search processes sharing the study (default: 1)")
+    p.add_argument("--search-only", action="store_true",
+                   help="join the study as a worker: run trials until the budget is handed out, no report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("doc", help="print the language reference (all constructors and parameters)")
     p.add_argument("kind", nargs="?", help="only this declaration kind (data, generator, reward, ...)")
     return parser

@@ -14,7 +14,7 @@ import json
 from typing import Any, Mapping
 
 from . import templates
-from .check import Checked, Link, Nested, SplitLink
+from .check import Checked, Link, Nested, SplitLink, options_of
 from .graph import ProgramGraph
 from .space import SearchSpace, concretize, extract, to_json_value
 
@@ -130,6 +130,8 @@ class _Builder:
             spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
         if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
             spec["prompter"] = self.prompter(flow_defaults["prompter"].name, self.defaults, users)
+        if kind in ("binary", "outcome", "process", "bradley_terry"):
+            spec["answer"] = _answer_spec(flow_defaults["answer"])
         if kind in ("binary", "outcome", "process"):
             spec["evaluator"] = self._flow_evaluator(p.pop("evaluator"), self.defaults, users)
         if kind == "binary":
@@ -154,14 +156,25 @@ class _Builder:
         users = {name}
         flow = self.defaults[self.flow_name]
         spec: dict[str, Any] = {"name": name, "kind": kind, "data": self.data_ref(p.pop("data"))}
+        base = self._base_generator(name)
+        spec["generator"] = {**self.generator(base, self.defaults, users), "finetune": None}
         spec["prompter"] = self.prompter(flow["prompter"].name, self.defaults, users)
         spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
+        spec["answer"] = _answer_spec(flow["answer"])
         reward = p.pop("reward", None)
         spec["reward"] = self.add_reward(reward.name) if isinstance(reward, Link) else None
         spec.update(_plain(p))
         self.graph.add(node, "finetune", spec, uses=sorted(users))
         self._link_resources(node, spec)
         return node
+
+    def _base_generator(self, finetune: str) -> str:
+        """The generator whose finetune (a value or any of its choices) is this one."""
+        for d in self.checked.of_kind("generator"):
+            if d.ctor == "model" and any(isinstance(v, Link) and v.name == finetune
+                                         for v in options_of(d.params["finetune"])):
+                return d.name
+        raise AssertionError(f"finetune {finetune} has no generator")
 
     def _link_resources(self, node: str, spec: Mapping[str, Any]) -> None:
         """Edges from the data sources and resources a spec mentions into ``node``."""
@@ -265,8 +278,25 @@ def compile_checked(checked: Checked, values: Mapping[str, Any] | None = None) -
         "base_dir": str(checked.base_dir),
         "values": chosen,
         "search_space": space.to_json(),
+        "optimize": _optimize_spec(checked, builder),
     })))
     return graph, space
+
+
+def _optimize_spec(checked: Checked, builder: _Builder) -> dict[str, Any] | None:
+    """The optimize declaration, resolved (report defaults to the flow data's test split)."""
+    d = checked.optimize
+    if d is None:
+        return None
+    p = dict(d.params)
+    spec: dict[str, Any] = {"name": d.name, "method": d.ctor, "objective": p.pop("objective").name,
+                            "on": builder.data_ref(p.pop("on"))}
+    report = p.pop("report")
+    spec["report"] = builder.data_ref(report) if report else {"data": spec["on"]["data"], "split": "test"}
+    if "reward" in p:
+        spec["reward"] = p.pop("reward").name
+    spec.update(_plain(p))
+    return spec
 
 
 _FLOW_TARGETS = {"samples": ("generate",), "rounds": CHAIN_OPS + ("answer",), "keep": ("select",),

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
 from .check import Checked, check
 from .compiler import compile_checked
 from .errors import UserError
+from .executor import Executor, RunResult, inputs_to_records
 from .graph import ProgramGraph
 from .parser import parse, parse_file
+from .session import Session
 from .space import SearchSpace
 
 
 class CompiledProgram:
     """A checked program compiled to its execution graph at some search values (defaults first)."""
 
-    def __init__(self, graph: ProgramGraph, space: SearchSpace, checked: Checked | None = None):
+    def __init__(self, graph: ProgramGraph, space: SearchSpace, checked: Checked | None = None,
+                 session: Session | None = None):
         self.program_graph = graph
         self.search_space = space
         self.checked = checked
+        self.session = session  # what run() uses when given none (load_optimized: one that reads shipped artifacts)
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -48,7 +53,19 @@ class CompiledProgram:
                 return self
             raise UserError("this graph was loaded without its source; compile the .alp file to change its values")
         graph, space = compile_checked(self.checked, {**self.values, **values})
-        return CompiledProgram(graph, space, self.checked)
+        return CompiledProgram(graph, space, self.checked, self.session)
+
+    def run(self, inputs: Sequence[str | dict[str, Any]] | None = None, *, split: str = "test",
+            limit: int | None = None, session: Session | None = None) -> RunResult:
+        """Run the program on ``inputs`` (query strings or records), else on a split of its data.
+
+        Returns a RunResult with per-query traces and mean evaluator scores (inputs without golden
+        answers are not evaluated).
+        """
+        executor = Executor(self.program_graph, session or self.session)
+        if inputs is not None:
+            return executor.run(inputs_to_records(inputs), split="inputs", evaluate=False)
+        return executor.run(executor.records(split, limit), split=split)
 
     def to_json(self) -> str:
         return self.program_graph.to_json()
@@ -64,10 +81,9 @@ class CompiledProgram:
 
 def compile(path_or_source: str | Path, values: Mapping[str, Any] | None = None) -> CompiledProgram:
     """Parse, check and compile a .alp file (a path) or program text."""
-    if isinstance(path_or_source, Path) or ("\n" not in path_or_source and not path_or_source.lstrip().startswith("program")):
-        program = parse_file(path_or_source)
-    else:
-        program = parse(path_or_source)
+    is_source = isinstance(path_or_source, str) and ("\n" in path_or_source or
+                                                     re.match(r"\s*program\s", path_or_source) is not None)
+    program = parse(path_or_source) if is_source else parse_file(path_or_source)
     checked = check(program)
     graph, space = compile_checked(checked, values)
     return CompiledProgram(graph, space, checked)
@@ -80,3 +96,14 @@ def load_graph(path: str | Path) -> CompiledProgram:
         raise UserError(f"{p}: no such graph file; create it with `aldsl compile FILE`")
     graph = ProgramGraph.from_json(p.read_text(encoding="utf-8"))
     return CompiledProgram(graph, SearchSpace.from_json(graph.g.graph.get("search_space", [])))
+
+
+def load_optimized(folder: str | Path) -> CompiledProgram:
+    """Compile ``folder/optimized.alp`` (written by ``aldsl optimize``); its runs use a Session that also
+    finds the reward models and checkpoints shipped in ``folder/artifacts``."""
+    path = Path(folder) / "optimized.alp"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; `aldsl optimize FILE --out DIR` writes DIR/<program>/optimized.alp")
+    compiled = compile(path)
+    compiled.session = Session(extra_artifacts=[Path(folder) / "artifacts"])
+    return compiled

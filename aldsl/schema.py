@@ -117,6 +117,7 @@ def _trained() -> tuple[Param, ...]:
         Param("generator", t_or(t_ref("generator"), NONE), None,
               "the generator whose samples and features it uses (default: the flow's, at its defaults)"),
         Param("temperature", t_float(0, 5), 0.8, "sampling temperature of its training samples"),
+        Param("queries", t_int(0), 0, "train on at most this many queries of its split (0: all)", searchable=False),
         Param("features", FEATURES, "hidden", "hidden: the generator's mean-pooled hidden states; "
               "minilm: all-MiniLM-L6-v2 sentence embeddings"),
         Param("epochs", t_int(1, 10000), 200, "training epochs of the reward head"),
@@ -126,6 +127,7 @@ def _trained() -> tuple[Param, ...]:
 
 def _finetune_common() -> tuple[Param, ...]:
     return (
+        Param("queries", t_int(0), 0, "train on at most this many records of its split (0: all)", searchable=False),
         Param("steps", t_int(1, 100000), 30, "optimizer steps"),
         Param("lr", t_float(0, 1, min_open=True), 5e-5, "learning rate (AdamW)"),
         Param("batch", t_int(1, 4096), 8, "sequences per step"),
@@ -236,10 +238,8 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("template", t_or(t_ref("template"), NONE), None, "the grading prompt (default: the built-in critic)"),
         Param("generator", t_or(t_ref("generator"), NONE), None, "the critic model (default: the flow's)"),
     ), "R (LLM-Critic)"),
-    Constructor("reward", "external", "a reward from an outside system: Python code or a command", _EXTERNAL + (
-        Param("sandbox", BOOL, False, "the call only receives the candidate: run untrusted code it evaluates "
-              "with time and memory limits (for LLM-written code)", searchable=False),
-    ), "R (External)"),
+    Constructor("reward", "external", "a reward from an outside system: Python code or a command", _EXTERNAL,
+                "R (External)"),
     # ---- evaluators: E
     Constructor("evaluator", "exact_match", "1 if the answer equals a record field", (
         Param("field", STR, "y", "the record field with the golden answer", searchable=False),
@@ -317,6 +317,9 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("trials", t_int(1, 100000), 20, "number of trials", searchable=False),
         Param("sampler", t_enum("tpe", "random", "grid", "cmaes"), "tpe", "Optuna sampler", searchable=False),
         Param("pruner", t_enum("median", "none"), "median", "stop hopeless trials early", searchable=False),
+        Param("queries", t_int(0), 0, "use at most this many queries of the `on` split (0: all)", searchable=False),
+        Param("report_queries", t_int(0), 0, "at most this many held-out queries in the report (0: all)",
+              searchable=False),
         Param("minibatch", t_int(0), 16, "dev queries per trial before promotion (0: all)", searchable=False),
         Param("promote", t_int(0), 3, "best trials re-scored on the full dev split", searchable=False),
         Param("seed", t_int(0), 0, "fixes sampler, minibatches, demos and generation", searchable=False),
@@ -330,6 +333,9 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("on", SPLIT, doc="the dev split", searchable=False),
         Param("report", t_or(SPLIT, NONE), None, "the held-out split (default: test)", searchable=False),
         Param("reward", t_ref("reward"), doc="the binary reward model", searchable=False),
+        Param("queries", t_int(0), 0, "use at most this many queries of the `on` split (0: all)", searchable=False),
+        Param("report_queries", t_int(0), 0, "at most this many held-out queries in the report (0: all)",
+              searchable=False),
         Param("seed", t_int(0), 0, "seed", searchable=False),
     ), "Eq. 2-3"),
 )
