@@ -1,0 +1,261 @@
+"""theta: fine-tuning a generator, trained once and reused by content hash.
+
+Three kinds, all ending in the supervised loop of :mod:`optimizers.training`:
+
+- ``sft``: the round-1 prompt of every train record -> its demonstration.
+- ``rejection``: sample L answers per train query, keep the best (top reward, or a sample the
+  golden evaluator passes), fine-tune on the kept ones.
+- ``iterative`` (Fig. 1, step 6): K rounds of refitting the reward on the current model's samples,
+  then rejection-sampling fine-tuning from the current weights. Round k is its own artifact, so
+  asking for more rounds later continues from the last one already trained.
+
+A checkpoint is an artifact ``finetune/KEY`` (a plain HF model folder plus ``meta.json`` with the
+loss curve and settings, and ``examples.jsonl`` with what it was trained on); KEY hashes the spec
+(without its name), the training records, the base model's identity and the reward's spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from aldsl.answers import extract
+from aldsl.backends import GenRequest, content_hash, forget
+from aldsl.backends.registry import model_identity, resolve_model
+from aldsl.errors import UserError
+from aldsl.prompts import Prompter
+from aldsl.rewards import RewardItem, RewardModel, load_reward
+from aldsl.session import decoding
+
+from .training import Example, Settings, free_memory, load_trainable, save, train, training_device
+
+if TYPE_CHECKING:
+    from aldsl.graph import ProgramGraph
+    from aldsl.session import Session
+
+KIND = "finetune"
+VERSION = 1  # bump when training changes what a spec produces, so old checkpoints are not reused
+PASS = 0.5  # a golden evaluator score at least this counts as correct
+FALLBACK_TEMPERATURE = 0.8  # rejection sampling of a greedy generator: identical samples teach nothing
+
+
+def ensure_checkpoint(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Path:
+    """The folder of the fine-tuned model of a compiled ``finetune`` spec: found by content hash, or trained."""
+    if spec["kind"] == "iterative":
+        return _iterative(spec, session, graph)
+    key = checkpoint_key(spec, session, graph)
+    found = session.artifacts.find(KIND, key, _validate)
+    if found is not None:
+        return found
+    records = session.split(graph, spec["data"])
+    if spec["kind"] == "sft":
+        examples, info = sft_examples(spec, session, graph, records), {}
+    elif spec["kind"] == "rejection":
+        reward = refit_reward(spec, session, graph, None) if spec["reward"] else None
+        examples, info = rejection_examples(spec, session, graph, spec["generator"], reward, records)
+    else:
+        raise UserError(f"finetune {spec['name']!r}: unknown kind {spec['kind']!r} (sft, rejection, iterative)")
+    return _train_and_save(spec, session, graph, key, examples, None, info)
+
+
+def checkpoint_key(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> str:
+    """Content hash of everything that determines the weights: not the declarations' names, nor what
+    training never reads (the follow-up template; for sft the decoding but its seed, the evaluator
+    and the answer extraction)."""
+    body = {k: v for k, v in spec.items() if k != "name"}
+    body["prompter"] = {k: v for k, v in spec["prompter"].items() if k not in ("name", "followup")}
+    body["generator"] = {k: v for k, v in spec["generator"].items() if k != "name"}
+    if spec["kind"] == "sft":
+        body = {k: v for k, v in body.items() if k not in ("evaluator", "answer")}
+        body["generator"]["decoding"] = {"seed": spec["generator"]["decoding"]["seed"]}
+    reward = graph[spec["reward"]]["params"] if spec.get("reward") else None
+    data = {f"{r['data']}.{r['split']}": session.split(graph, r) for r in _data_refs([body, reward])}
+    gen = spec["generator"]
+    identity = model_identity(resolve_model(gen["model"]), gen.get("checkpoint"))
+    return content_hash(VERSION, body, data, identity, reward)
+
+
+# ---------------------------------------------------------------- training data
+def sft_examples(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+                 records: Sequence[dict[str, Any]]) -> list[Example]:
+    """Round-1 prompt (as the executor renders it, prefill included) -> demonstration, per record with one."""
+    backend = session.backend(spec["generator"], graph)
+    firsts = Prompter(spec["prompter"], session, graph, backend).first_prompts(records)
+    examples = [Example(base + prefill, _after_prefill(str(r["demo"]), prefill))
+                for r, (base, prefill, _) in zip(records, firsts) if str(r.get("demo") or "").strip()]
+    if not examples:
+        raise UserError(f"finetune {spec['name']!r}: no record of {_split_name(spec)} has a demonstration; give the "
+                        "data a demo (or target) field")
+    return examples
+
+
+def rejection_examples(spec: dict[str, Any], session: Session, graph: ProgramGraph, generator: dict[str, Any],
+                       reward: RewardModel | None, records: Sequence[dict[str, Any]]
+                       ) -> tuple[list[Example], dict[str, Any]]:
+    """Sample ``spec["samples"]`` answers per record from ``generator``, keep the best per record.
+
+    With a reward model the top-scored sample is kept; without one, the best sample the golden
+    evaluator passes (score >= PASS), and records where none passes are skipped.
+    """
+    n = spec["samples"]
+    d = generator["decoding"]
+    generator = {**generator, "decoding": {**d, "temperature": d["temperature"] or FALLBACK_TEMPERATURE}}
+    backend = session.backend(generator, graph)
+    firsts = Prompter(spec["prompter"], session, graph, backend).first_prompts(records)
+    requests = [GenRequest(base + prefill, tuple(range(n))) for base, prefill, _ in firsts]
+    with session.reporter.task(f"{spec['name']}: sampling {len(requests)} queries x {n}", total=len(requests)) as adv:
+        outputs = backend.generate(requests, decoding(generator), progress=lambda k, tokens: adv(k, tokens=tokens))
+    flat = [(r, q.prompt, prefill, c) for r, (_, prefill, _), q, row in zip(records, firsts, requests, outputs)
+            for c in row]
+    texts = [prefill + c.text for _, _, prefill, c in flat]
+    if reward is not None:
+        with session.reporter.task(f"{spec['name']}: scoring {len(texts)} samples", total=1) as adv:
+            scored = reward.score([RewardItem(str(r["x"]), t, r, p) for (r, p, _, _), t in zip(flat, texts)])
+            adv(1)
+        scores = [s.score for s in scored]
+    else:
+        answer = spec["answer"]
+        answers = [extract(answer["kind"], t, answer["arg"]) for t in texts]
+        scores = session.evaluate(spec["evaluator"], answers, [r for r, *_ in flat], graph)
+    examples = []
+    for i in range(len(records)):
+        rows = [(float(s) if s is not None and not math.isnan(s) else -math.inf, j)
+                for j, s in enumerate(scores[i * n:(i + 1) * n]) if flat[i * n + j][3].text.strip()]
+        best = max(rows, key=lambda sj: (sj[0], -sj[1]), default=None)
+        if best is None or best[0] == -math.inf or (reward is None and best[0] < PASS):
+            continue
+        _, prompt, _, completion = flat[i * n + best[1]]
+        examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
+    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    info = {"queries": len(records), "samples_per_query": n, "kept": len(examples),
+            "sample_temperature": generator["decoding"]["temperature"],
+            "ranked_by": spec["reward"] or f"evaluator {spec['evaluator']['name']}",
+            "mean_sample_score": round(sum(finite) / len(finite), 4) if finite else None}
+    if reward is None:
+        info["pass_rate"] = round(sum(s >= PASS for s in finite) / max(len(scores), 1), 4)
+    if not examples:
+        raise UserError(f"finetune {spec['name']!r}: none of the {n} samples per query of {_split_name(spec)} "
+                        f"{'scored' if reward else 'passed ' + spec['evaluator']['name']}; raise samples, "
+                        "use a reward, or check the evaluator and answer extraction")
+    return examples, info
+
+
+# ---------------------------------------------------------------- iterative
+def _iterative(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Path:
+    """Rounds 1..K, each a checkpoint of its own (found or trained from the previous round's)."""
+    rounds = spec["rounds"]
+    keys = [checkpoint_key({**spec, "rounds": k}, session, graph) for k in range(1, rounds + 1)]
+    found = session.artifacts.find(KIND, keys[-1], _validate)
+    if found is not None:
+        return found
+    records = session.split(graph, spec["data"])
+    current: Path | None = None
+    for k, key in enumerate(keys, 1):
+        found = session.artifacts.find(KIND, key, _validate)
+        if found is None:
+            session.reporter.log(f"{spec['name']}: iterative round {k}/{rounds}")
+            generator = {**spec["generator"], "checkpoint": str(current) if current else None}
+            reward = refit_reward(spec, session, graph, current)
+            examples, info = rejection_examples(spec, session, graph, generator, reward, records)
+            info = {**info, "round": k, "start": current.name if current else "base"}
+            found = _train_and_save({**spec, "rounds": k}, session, graph, key, examples, current, info)
+        current = found
+    assert current is not None
+    return current
+
+
+def refit_reward(spec: dict[str, Any], session: Session, graph: ProgramGraph, checkpoint: Path | None) -> RewardModel:
+    """The spec's reward fitted on samples (and features) of ``checkpoint``, the base model when None.
+
+    The reward's generator is the flow's at its defaults, which may itself use this fine-tuning;
+    here it always means the model being fine-tuned, so there is no cycle.
+    """
+    node = spec["reward"]
+    params = graph[node]["params"]
+    gen = params.get("generator")
+    if not isinstance(gen, dict) or "model" not in gen or (checkpoint is None and not gen.get("finetune")):
+        return session.reward(node, graph)  # untrained (nothing to refit), or already on the base model
+    if gen["model"] != spec["generator"]["model"]:
+        raise UserError(f"finetune {spec['name']!r} refits reward {params['name']!r} on the fine-tuned model's "
+                        f"samples, but that reward reads model {gen['model']!r}, not {spec['generator']['model']!r}")
+    base = {**gen, "finetune": None}
+    return load_reward({**params, "generator": {**base, "checkpoint": str(checkpoint)} if checkpoint else base},
+                       session, graph)
+
+
+# ---------------------------------------------------------------- training and storage
+def _train_and_save(spec: dict[str, Any], session: Session, graph: ProgramGraph, key: str,
+                    examples: list[Example], start: Path | None, info: dict[str, Any]) -> Path:
+    """Train from ``start`` (default: the base weights) on ``examples``, store the result under ``key``."""
+    gen = spec["generator"]
+    settings = Settings(steps=spec["steps"], lr=spec["lr"], batch=spec["batch"], lora=spec["lora"],
+                        lora_rank=spec["lora_rank"], seed=gen["decoding"]["seed"])
+    device = training_device(session.model_spec(gen, graph).device)
+    resolved = resolve_model(gen["model"])
+    model, tokenizer = load_trainable(start or resolved.path, settings, device)
+    label = f"{spec['name']}: fine-tuning on {len(examples)} examples" + (" (LoRA)" if settings.lora else "")
+    with session.reporter.task(label, total=settings.steps) as advance:
+        result = train(model, tokenizer, examples, settings, advance)
+    meta = {"name": spec["name"], "finetune": spec["kind"], "base": model_identity(resolved), "device": str(device),
+            "settings": asdict(settings), **result.summary(), "data": info, "spec": spec}
+    with session.artifacts.create(KIND, key, meta) as folder:
+        save(model, tokenizer, folder)
+        _write_examples(folder / "examples.jsonl", examples)
+    del model
+    free_memory()
+    path = session.artifacts.path(KIND, key)
+    forget(session.model_spec({**gen, "checkpoint": str(path)}, graph))  # a rebuilt folder must be reloaded
+    session.reporter.log(f"{spec['name']}: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in "
+                         f"{len(result.losses)} steps ({result.seconds:.0f} s); saved {path}")
+    return path
+
+
+def _write_examples(path: Path, examples: Sequence[Example]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps({"prompt": e.prompt, "target": e.target, "eos": e.eos}, ensure_ascii=False) + "\n")
+
+
+def _validate(folder: Path, meta: dict[str, Any]) -> None:
+    """Raise unless ``folder`` holds a loadable model and its training record."""
+    if not (folder / "config.json").is_file():
+        raise ValueError("config.json is missing")
+    if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise ValueError("the weights are missing")
+    if not meta.get("losses"):
+        raise ValueError("meta.json has no loss curve")
+    if meta.get("settings", {}).get("lora") and not (folder / "adapter" / "adapter_config.json").is_file():
+        raise ValueError("the LoRA adapter is missing")
+
+
+# ---------------------------------------------------------------- helpers
+def _after_prefill(text: str, prefill: str) -> str:
+    """The part of an answer the model writes after the template's prefill."""
+    if text.startswith(prefill):
+        return text[len(prefill):]
+    return " " + text if prefill and not prefill[-1].isspace() and not text[:1].isspace() else text
+
+
+def _data_refs(value: Any) -> Iterator[dict[str, str]]:
+    """Every ``{"data", "split"}`` reference inside a spec, once each."""
+    seen: set[tuple[str, str]] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if set(v) == {"data", "split"} and isinstance(v["data"], str):
+                if (v["data"], v["split"]) not in seen:
+                    seen.add((v["data"], v["split"]))
+                    yield v
+            else:
+                stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _split_name(spec: dict[str, Any]) -> str:
+    return f"{spec['data']['data']}.{spec['data']['split']}"
+
