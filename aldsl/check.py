@@ -75,6 +75,7 @@ class Checked:
     program: ast.Program
     decls: dict[str, CheckedDecl]
     warnings: list[Diagnostic]
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set values applied to the source's AST
 
     @property
     def name(self) -> str:
@@ -460,6 +461,17 @@ class Checker:
         if max_keep > 1 and max_rounds == 1:
             self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
 
+    def _rule_generator_model(self, d: CheckedDecl) -> None:
+        from .backends.registry import ModelNotFound, check_model
+
+        for name in options_of(d.params["name"]):
+            try:
+                check_model(name)
+            except ModelNotFound as e:
+                first, _, rest = str(e).partition("\n")
+                self.error(f"generator '{d.name}': {first}", d.param_pos.get("name", d.pos),
+                           "; ".join(line.strip(" -") for line in rest.splitlines()))
+
     def _rule_reward(self, d: CheckedDecl) -> None:
         if d.ctor == "external" and (d.params["call"] is None) == (d.params["command"] is None):
             self.error("external() needs exactly one of call = \"module:function\" or command = \"...\"", d.pos)
@@ -513,14 +525,21 @@ class Checker:
         return used
 
 
-def _key(value: Any) -> str:
-    """A printable, comparable key for a checked value."""
+def to_json_value(value: Any) -> Any:
+    """A checked value as JSON: references become their names, nested calls ``ctor(arg)``."""
     if isinstance(value, Link):
         return value.name
     if isinstance(value, SplitLink):
         return f"{value.data}.{value.split}"
     if isinstance(value, Nested):
-        return f"{value.ctor}(...)"
+        first = next(iter(value.params.values()), "")
+        return f"{value.ctor}({to_json_value(first)})"
+    return value
+
+
+def _key(value: Any) -> str:
+    """A printable, comparable key for a checked value, as it reads in a program."""
+    value = to_json_value(value)
     if value is None:
         return "none"
     if isinstance(value, bool):

@@ -40,12 +40,59 @@ def _literal(value: Any) -> str:
     return str(value)
 
 
+def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[tuple[int, int, str]]:
+    """Text edits that write ``--set`` overrides (``decl.param[.sub]``) into the source."""
+    from .overrides import apply_overrides
+
+    source = program.source
+    edits = []
+    decls = {d.name: d for d in program.decls}
+    new = {d.name: d for d in apply_overrides(program, overrides).decls}
+    for where in overrides:
+        name, *path = where.split(".")
+        old_call, new_call = decls[name].call, new[name].call
+        while True:
+            key = path[0]
+            new_arg = next(a for a in new_call.args if a.key == key or a not in old_call.args)
+            old_arg = next((a for a in old_call.args if a.pos == new_arg.pos), None)
+            if len(path) > 1 and old_arg is not None:
+                old_call, new_call, path = old_arg.value, new_arg.value, path[1:]  # type: ignore[assignment]
+                continue
+            text = _value_text(new_arg.value)
+            if old_arg is None:
+                at = _offset(source, old_call.pos.end_line, old_call.pos.end_col) - 1  # before ")"
+                sep = ", " if old_call.args else ""
+                edits.append((at, at, f"{sep}{key} = {text}"))
+            else:
+                v = old_arg.value.pos
+                edits.append((_offset(source, v.line, v.col), _offset(source, v.end_line, v.end_col), text))
+            break
+    return edits
+
+
+def _value_text(v: ast.Value) -> str:
+    import json
+
+    if isinstance(v, ast.String):
+        return json.dumps(v.value, ensure_ascii=False)
+    if isinstance(v, ast.Ref):
+        return v.dotted
+    if isinstance(v, ast.ListLit):
+        return "[" + ", ".join(_value_text(i) for i in v.items) + "]"
+    if isinstance(v, ast.NoneLit):
+        return "none"
+    if isinstance(v, (ast.Bool, ast.Number)):
+        return _literal(v.value)
+    raise ValueError(f"cannot write {v!r} as program text")
+
+
 def pin_source(checked: Checked, values: Mapping[str, Any], replace: Mapping[str, str] | None = None) -> str:
     """The source text with every search ``default in domain`` replaced by its value in ``values``
-    (defaults where absent); ``replace`` maps search names to raw .alp text to put there instead
-    (e.g. ``per_query(success)``). Comments and layout are kept."""
+    (defaults where absent) and the program's ``--set`` overrides written in; ``replace`` maps search
+    names to raw .alp text to put there instead (e.g. ``per_query(success)``). Comments and layout
+    are kept."""
     source = checked.program.source
-    edits: list[tuple[int, int, str]] = []
+    edits: list[tuple[int, int, str]] = _override_edits(checked.program, checked.overrides)
     for name, s in _searches(checked):
         assert s.pos is not None
         if replace and name in replace:

@@ -6,20 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping
 
-from .check import Checked, Link, Nested, SearchVal, SplitLink
+from .check import Checked, Nested, SearchVal, to_json_value
 from .errors import UserError
-
-
-def to_json_value(value: Any) -> Any:
-    """A checked value as JSON: references become their names, nested calls ``ctor(arg)``."""
-    if isinstance(value, Link):
-        return value.name
-    if isinstance(value, SplitLink):
-        return f"{value.data}.{value.split}"
-    if isinstance(value, Nested):
-        first = next(iter(value.params.values()), "")
-        return f"{value.ctor}({to_json_value(first)})"
-    return value
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,9 @@ def test_doc_lists_constructors(capsys):
     (["check", "programs"], "is a folder"),
     (["compile", "programs/quickstart.alp", "--set", "main.samples"], "write --set NAME=VALUE"),
     (["compile", "programs/quickstart.alp", "--set", "main.samples=99"], "outside [1, 8]"),
-    (["compile", "programs/quickstart.alp", "--set", "zzz=1"], "unknown search parameter 'zzz'"),
+    (["compile", "programs/quickstart.alp", "--set", "zzz=1"], "--set zzz: no declaration 'zzz'"),
+    (["compile", "programs/quickstart.alp", "--set", "g.temprature=1"], "did you mean 'temperature'?"),
+    (["compile", "programs/quickstart.alp", "--set", "g.temperature=-1"], "'temperature' must be at least 0"),
 ])
 def test_user_errors_exit_2(capsys, monkeypatch, args, message):
     monkeypatch.chdir(ROOT)

@@ -186,3 +186,36 @@ def test_grammar_ships_inside_the_wheel(tmp_path):
         assert z.read("aldsl/_grammar/alp.lark").decode() == grammar_text()
     assert any(n.startswith("optimizers/") for n in names)
     assert not any(".venv" in n or n.endswith(".pyc") for n in names)
+
+
+def test_set_overrides_parameters_that_are_not_searched(tmp_path):
+    path = write_program(tmp_path, SEARCHY.replace("{T}", "1").replace("{L}", "4"))
+    compiled = aldsl.compile(path, {"g.max_tokens": 12, "main.rounds": 2, "p.demos.pick": "nearest",
+                                    "main.samples": 3, "crit.generator": "g"})
+    pg = compiled.program_graph
+    assert pg["generate_1"]["params"]["generator"]["decoding"]["max_tokens"] == 12
+    assert pg.rounds == 2 and pg["prompt_1"]["params"]["demos"]["pick"] == "nearest"
+    assert pg["generate_1"]["params"]["samples"] == 3  # a search parameter: pinned, still searchable
+    assert compiled.search_space.names == aldsl.compile(path).search_space.names
+    with pytest.raises(UserError, match="'max_tokens' must be at least 1"):
+        aldsl.compile(path, {"g.max_tokens": 0})
+    with pytest.raises(UserError, match="has no parameter 'tokens'"):
+        aldsl.compile(path, {"g.tokens": 5})
+
+
+def test_pinned_source_keeps_comments_and_writes_overrides(tmp_path):
+    from aldsl.pin import pin_source
+
+    path = write_program(tmp_path, "# a comment that stays\n" + SEARCHY.replace("{T}", "1").replace("{L}", "4"))
+    compiled = aldsl.compile(path, {"main.samples": 6, "p.template": "direct", "g.max_tokens": 12,
+                                    "p.demos.seed": 5, "main.keep": 1})
+    text = pin_source(compiled.checked, compiled.values)
+    assert "# a comment that stays" in text and " in [" not in text and " in {" not in text
+    assert "max_tokens = 12" in text and "seed = 5" in text and "samples = 6" in text
+    pinned = tmp_path / "pinned.alp"
+    pinned.write_text(text)
+    again = aldsl.compile(pinned)
+    assert len(again.search_space) == 0
+    assert set(again.graph) == set(compiled.graph)
+    for n in compiled.graph:  # the same concrete program: every node's parameters agree
+        assert again.graph.nodes[n]["params"] == compiled.graph.nodes[n]["params"], n

@@ -122,6 +122,8 @@ CASES = [
      "expected an integer for 'max_tokens'", "true"),
     ("int-range-bad-bound", variant("evaluator = acc)", "evaluator = acc, samples = 2 in [1, 8.5])"),
      "'samples' must be an integer, not 8.5", "8.5"),
+    ("unknown-model", variant(GEN, 'generator g = model("gpt-9")\n'), "generator 'g': Unknown model 'gpt-9'",
+     '"gpt-9"'),
     ("report-other-data", HEADER + 'data e = jsonl("data.jsonl", input = "q", target = "a")\n' + GEN + PROMPT + EVAL
      + FLOW + "optimize o = optuna(objective = acc, on = e.dev)\n",
      "'on' must be a split of the flow's data 'd'", "e.dev"),

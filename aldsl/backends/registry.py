@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Iterator
 
 from aldsl.backends.base import content_hash
+from aldsl.errors import UserError
 from aldsl.paths import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
 
 
-class BackendError(Exception):
+class BackendError(UserError):
     """A user-facing problem with a model or backend; the message says what to do."""
 
 
@@ -84,6 +85,16 @@ def resolve_model(name: str) -> ResolvedModel:
     if cached is not None:
         return ResolvedModel(name, cached, fingerprint_dir(cached), "hf-cache")
     raise ModelNotFound(_unknown_model_message(name))
+
+
+def check_model(name: str) -> None:
+    """Raise ModelNotFound unless ``name`` points at weights on this machine; loads nothing."""
+    path = Path(name).expanduser()
+    if name in EMBEDDED:
+        embedded_gguf(name)
+    elif not ((path.is_dir() and (path / "config.json").is_file()) or (path.suffix == ".gguf" and path.is_file())
+              or _hf_cache_snapshot(name) is not None):
+        resolve_model(name)  # raises the message that fits the name
 
 
 def model_identity(model: ResolvedModel, checkpoint: str | None = None) -> str:
