@@ -36,7 +36,9 @@ class Session:
                  artifacts: str | Path | None = None, extra_artifacts: Sequence[str | Path] = (),
                  device: str | None = None):
         self.reporter = reporter
-        self.cache = (cache or GenerationCache(cache_dir() / "generations.sqlite")) if use_cache else None
+        if cache is None and use_cache:  # not `cache or ...`: an empty cache has len 0 and is falsy
+            cache = GenerationCache(cache_dir() / "generations.sqlite")
+        self.cache = cache if use_cache else None
         self.artifacts = ArtifactStore(artifacts or cache_dir() / "artifacts", extra_artifacts)
         self.device = device
         self._backends: dict[tuple[Any, ...], Backend] = {}
