@@ -141,9 +141,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .progress import Reporter
     from .session import Session
 
-    pinned = parse_sets(args.set or [])
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
+    pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
     session = Session(reporter=Reporter(enabled=not args.quiet))
     result = optimize(compiled, session=session, out_dir=args.out, trials=args.trials, storage=args.storage,
                       study=args.study, seed=args.seed, workers=args.workers, search_only=args.search_only,
@@ -177,6 +177,26 @@ def print_optimize(result) -> None:
         if note.startswith("Warning"):
             err_console.print(f"[yellow]{note}[/]")
     console.print(f"wrote {result.optimized}, {result.report} ({result.seconds:.0f} s)", markup=False)
+
+
+@command
+def cmd_reward(args: argparse.Namespace) -> int:
+    """``aldsl reward fit FILE``: train (or load) the program's reward models and print held-out metrics."""
+    from .progress import Reporter
+    from .rewards.trained import fit_program_rewards
+    from .session import Session
+
+    compiled = _compile(args.file, args.set)
+    _print_warnings(compiled)
+    fitted = fit_program_rewards(compiled, Session(reporter=Reporter(enabled=not args.quiet)), args.reward)
+    for name, (family, metrics) in fitted.items():
+        table = Table(title=f"reward {name} ({family}): held-out metrics on its train split")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for metric, value in metrics.items():
+            table.add_row(metric, f"{value:.4g}")
+        console.print(table)
+    return 0
 
 
 @command
@@ -221,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="search processes sharing the study (default: 1)")
     p.add_argument("--search-only", action="store_true",
                    help="join the study as a worker: run trials until the budget is handed out, no report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("fit", help="train (or reuse) the program's reward models and print held-out metrics")
+    p.add_argument("file")
+    p.add_argument("--reward", action="append", metavar="NAME", help="only this reward (repeatable)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("doc", help="print the language reference (all constructors and parameters)")
     p.add_argument("kind", nargs="?", help="only this declaration kind (data, generator, reward, ...)")

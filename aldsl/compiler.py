@@ -11,7 +11,7 @@ prompt reuses them.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import templates
 from .check import Checked, Link, Nested, SplitLink, options_of
@@ -130,10 +130,10 @@ class _Builder:
             spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
         if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
             spec["prompter"] = self.prompter(flow_defaults["prompter"].name, self.defaults, users)
-        if kind in ("binary", "outcome", "process", "bradley_terry"):
+        if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
             spec["answer"] = _answer_spec(flow_defaults["answer"])
-        if kind in ("binary", "outcome", "process"):
-            spec["evaluator"] = self._flow_evaluator(p.pop("evaluator"), self.defaults, users)
+        if kind in ("binary", "discriminator", "outcome", "process"):
+            spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
         if kind == "binary":
             spec["among"] = [self.template(a, self.defaults) for a in p.pop("among")]
         if kind == "bradley_terry" and isinstance(p.get("annotator"), Link):
@@ -263,12 +263,16 @@ def _values(spec: Any):
             stack.extend(v)
 
 
-def compile_checked(checked: Checked, values: Mapping[str, Any] | None = None) -> tuple[ProgramGraph, SearchSpace]:
-    """Compile a checked program with the given search values (defaults for the rest)."""
+def compile_checked(checked: Checked, values: Mapping[str, Any] | None = None,
+                    rewards: Sequence[str] = ()) -> tuple[ProgramGraph, SearchSpace]:
+    """Compile a checked program with the given search values (defaults for the rest); ``rewards``
+    names reward declarations to add as resource nodes even where the flow does not use them."""
     space = extract(checked)
     chosen = space.validate(values or {})
     builder = _Builder(checked, concretize(checked, chosen), concretize(checked, {}))
     graph = builder.build()
+    for name in rewards:
+        builder.add_reward(name)
     space = SearchSpace([_with_targets(p, graph, checked.flow.name) for p in space])
     graph.g.graph.update(json.loads(json.dumps({
         "format": FORMAT,

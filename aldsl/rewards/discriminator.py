@@ -1,0 +1,104 @@
+"""Discriminator reward (Inverse-RLignment, Eq. 5-7) from demonstrations (x, y*).
+
+Positives are the demonstrations themselves (``positives = demos``) or samples of the generator
+fine-tuned on them (``positives = sft``: then positives and negatives share the model's style, so
+the discriminator cannot win on style alone, as the method's authors recommend); negatives are
+``samples`` samples of the base generator per train query. A head is fitted by balanced BCE and
+the reward is r = log D - log(1 - D) = logit D. Held-out metrics: AUC of positives against
+negatives, and the golden score of best-of-L selection among the negatives by r (vs the first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..answers import extract
+from ..errors import UserError
+from ..executor import sample
+from .features import Features, feature_text
+from .heads import auc, load_head, save_head
+from .trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
+                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, selection_metrics,
+                      training_records)
+
+if TYPE_CHECKING:
+    from ..graph import ProgramGraph
+    from ..session import Session
+
+SFT_SETTINGS = {"steps": 30, "lr": 5e-5, "batch": 8, "lora": False, "lora_rank": 8}
+
+
+def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadReward:
+    records = training_records(spec, session, graph)
+    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+
+    def fit(folder: Path) -> dict[str, Any]:
+        demos = [r for r in records if r.get("demo") is not None and str(r["demo"]).strip()]
+        if not demos:
+            raise UserError(f"reward {spec['name']!r}: no record of {spec['data']['data']}.{spec['data']['split']} "
+                            "has a demonstration; give the data a demo (or target) field")
+        negatives = sample(session, graph, spec["prompter"], spec["generator"], demos, spec["samples"],
+                           spec["temperature"])
+        positives = _positives(spec, session, graph, demos)
+        rows = [(r, t, 1.0) for r, ts in zip(demos, positives) for t in ts]
+        rows += [(r, t, 0.0) for r, ts in zip(demos, negatives) for t in ts]
+        x = features.embed([feature_text(r["x"], t) for r, t, _ in rows])
+        labels = [y for _, _, y in rows]
+        held = held_mask([str(r["id"]) for r, _, _ in rows], holdout_ids(demos))
+        r_held, head, losses = probe_and_fit(x, labels, held, head_config(spec))
+        save_head(head, folder)
+        metrics = {"auc": auc(r_held, np.asarray(labels)[held])}
+        metrics.update(_selection(spec, session, graph, rows, held, r_held))
+        return {"metrics": rounded(metrics), "positives": int(sum(labels)), "negatives": len(rows) - int(sum(labels)),
+                "final_loss": round(losses[-1], 5)}
+
+    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
+    return HeadReward(spec["name"], features, head, meta["metrics"])
+
+
+def sft_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The finetune spec of ``positives = sft``: the base generator fine-tuned on the reward's demonstrations."""
+    return {"name": f"{spec['name']}_sft", "kind": "sft", "data": spec["data"],
+            "generator": {**spec["generator"], "finetune": None}, "prompter": spec["prompter"],
+            "evaluator": spec.get("evaluator"), "answer": spec.get("answer"), "reward": None, "samples": 1,
+            "queries": spec.get("queries", 0), **SFT_SETTINGS}
+
+
+def _positives(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+               records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    if spec["positives"] == "demos":
+        prefill = spec["prompter"]["template"].get("prefill") or ""
+        return [[_with_prefill(str(r["demo"]), prefill)] for r in records]
+    from optimizers.finetune import ensure_checkpoint
+
+    checkpoint = ensure_checkpoint(sft_spec(spec), session, graph)
+    tuned = {**spec["generator"], "finetune": None, "checkpoint": str(checkpoint)}
+    return sample(session, graph, spec["prompter"], tuned, records, spec["samples"], spec["temperature"])
+
+
+def _with_prefill(demo: str, prefill: str) -> str:
+    """A demonstration as the generator's thoughts look: starting with the template's prefill."""
+    return demo if not prefill or demo.startswith(prefill) else prefill + demo
+
+
+def _selection(spec: dict[str, Any], session: Session, graph: ProgramGraph, rows: list[tuple[dict[str, Any], str, float]],
+               held: np.ndarray, r_held: np.ndarray) -> dict[str, float]:
+    """Best-of-L by r among the held-out queries' negatives (base samples), scored by the golden evaluator."""
+    if spec.get("evaluator") is None or spec.get("answer") is None or spec["samples"] < 2:
+        return {}
+    negative = np.array([y == 0.0 for _, _, y in rows])
+    keep = negative[held]
+    held_neg = held & negative
+    owners = [r for r, _, _ in rows]
+    texts = [t for _, t, _ in rows]
+    idx = np.flatnonzero(held_neg)
+    golden = dict(zip(idx.tolist(), golden_scores(session, spec["evaluator"], spec["answer"], [texts[i] for i in idx],
+                                                   [owners[i] for i in idx], graph)))
+    answers = {int(i): extract(spec["answer"]["kind"], texts[i], spec["answer"]["arg"]) for i in idx}
+    full_golden = [golden.get(i, 0.0) for i in range(len(rows))]
+    full_answers = [answers.get(i, "") for i in range(len(rows))]
+    return selection_metrics(by_query(owners, held_neg, r_held[keep], full_golden, full_answers))

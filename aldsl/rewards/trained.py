@@ -1,0 +1,208 @@
+"""What the trained reward families share: artifacts, held-out splits, labels and metrics.
+
+A trained reward is an artifact ``reward/KEY`` (``aldsl.artifacts``): its weights plus
+``meta.json`` with the family, the settings, the size of its training data and its held-out
+metrics. KEY hashes the spec without its name, the training records and the identities of the
+generator and the feature model, so an unchanged program finds its reward and reuses it, and a
+change of data or settings trains a new one. Held-out metrics come from a fit on 80% of the train
+queries scored on the other 20% (chosen by a hash of each query's id); the saved model is then
+refit on all train queries with the same settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+import numpy as np
+
+from ..answers import extract
+from ..backends.base import content_hash
+from ..backends.registry import model_identity, resolve_model
+from ..errors import UserError
+from ..select import select
+from .base import RewardItem, Scored
+from .features import Features, feature_text
+from .heads import Head, HeadConfig, train_pointwise
+
+if TYPE_CHECKING:
+    from ..graph import ProgramGraph
+    from ..program import CompiledProgram
+    from ..session import Session
+
+KIND = "reward"
+VERSION = 2  # bump when fitting changes what a spec produces, so old artifacts are not reused
+HOLDOUT = 0.2
+PASS = 0.5  # a golden evaluator score at least this counts as correct
+HIDDEN_UNITS = 64
+EMBEDDED_DEFAULT = "smollm2-135m"
+T = TypeVar("T")
+
+
+def feature_generator(gen: dict[str, Any]) -> dict[str, Any]:
+    """The generator whose hidden states are features: ``gen``, or the embedded model when ``gen``
+    reads candidates from records (it has no weights)."""
+    if "model" in gen:
+        return gen
+    return {"name": EMBEDDED_DEFAULT, "model": EMBEDDED_DEFAULT, "backend": "transformers", "device": "auto",
+            "dtype": "auto", "finetune": None,
+            "decoding": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_tokens": 64, "stop": [], "seed": 0}}
+
+
+def generator_identity(session: Session, gen: dict[str, Any], graph: ProgramGraph) -> str | None:
+    """Content identity of a generator's weights (fine-tuned ones included), loading nothing."""
+    if "model" not in gen:
+        return None
+    spec = session.model_spec(gen, graph)
+    return model_identity(resolve_model(spec.name), spec.checkpoint)
+
+
+def training_records(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> list[dict[str, Any]]:
+    """The records a reward trains on: its split, cut to the first ``queries`` when that is set."""
+    records = session.split(graph, spec["data"])
+    limit = spec.get("queries") or 0
+    return records[:limit] if limit > 0 else records
+
+
+def head_config(spec: dict[str, Any]) -> HeadConfig:
+    return HeadConfig(epochs=spec["epochs"], lr=spec["lr"], hidden=HIDDEN_UNITS)
+
+
+def holdout_ids(records: Sequence[dict[str, Any]], fraction: float = HOLDOUT) -> set[str]:
+    """Ids of the held-out part of the train queries: the ``fraction`` with the smallest id hashes
+    (at least one query, and never all of them when there are two or more)."""
+    ids = sorted({str(r["id"]) for r in records}, key=lambda i: content_hash("holdout", i))
+    n = min(max(1, round(fraction * len(ids))), len(ids) - 1) if len(ids) > 1 else 0
+    return set(ids[:n])
+
+
+def held_mask(owner_ids: Sequence[str], held: set[str]) -> np.ndarray:
+    """Which rows belong to held-out queries."""
+    return np.array([i in held for i in owner_ids], dtype=bool)
+
+
+def probe_and_fit(x: np.ndarray, labels: Sequence[float], held: np.ndarray,
+                  config: HeadConfig) -> tuple[np.ndarray, Head, list[float]]:
+    """BCE: rewards of the held-out rows from a head fitted on the others, then the head fitted on all rows."""
+    y = np.asarray(labels, dtype=np.float64)
+    probe, _ = train_pointwise(x[~held], y[~held], config)
+    head, losses = train_pointwise(x, y, config)
+    return probe.predict(x[held]), head, losses
+
+
+def ensure_artifact(spec: dict[str, Any], session: Session, records: Sequence[dict[str, Any]],
+                    identities: Sequence[str | None], fit: Callable[[Path], dict[str, Any]],
+                    load: Callable[[Path], T]) -> tuple[T, dict[str, Any]]:
+    """Load the artifact of (spec, records, identities), or ``fit(folder)`` it (returns extra meta,
+    with ``metrics``) and save it. ``load(folder)`` must raise on damaged files."""
+    if not records:
+        raise UserError(f"reward {spec['name']!r}: its training split {spec['data']['data']}.{spec['data']['split']} "
+                        "is empty; give it records to learn from")
+    body = {k: v for k, v in spec.items() if k != "name"}
+    key = content_hash(VERSION, body, list(records), list(identities))
+
+    def validate(folder: Path, meta: dict[str, Any]) -> None:
+        if not isinstance(meta.get("metrics"), dict):
+            raise ValueError("its meta.json has no metrics")
+        load(folder)
+
+    folder = session.artifacts.find(KIND, key, validate)
+    if folder is None:
+        meta: dict[str, Any] = {"family": spec["kind"], "reward": spec["name"], "version": VERSION,
+                                "settings": body, "records": len(records),
+                                "records_hash": content_hash(list(records)), "identities": list(identities)}
+        with session.artifacts.create(KIND, key, meta) as tmp:
+            meta.update(fit(tmp))
+        folder = session.artifacts.path(KIND, key)
+    return load(folder), session.artifacts.meta(folder)
+
+
+def golden_scores(session: Session, evaluator: dict[str, Any], answer: dict[str, Any], texts: Sequence[str],
+                  records: Sequence[dict[str, Any]], graph: ProgramGraph) -> list[float]:
+    """The evaluator's score of each text (its answer extracted as the flow extracts it)."""
+    if not texts:
+        return []
+    answers = [extract(answer["kind"], t, answer["arg"]) for t in texts]
+    return [float(s) for s in session.evaluate(evaluator, answers, records, graph)]
+
+
+class HeadReward:
+    """r(x, y) = head(features(feature_text(x, y))): a reward on a logit scale, scored in batches."""
+
+    def __init__(self, name: str, features: Features, head: Head, metrics: dict[str, float]):
+        self.name = name
+        self.features = features
+        self.head = head
+        self.metrics = metrics
+
+    def rewards(self, xs: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        return self.head.predict(self.features.embed([feature_text(x, c) for x, c in zip(xs, candidates)]))
+
+    def score(self, items: Sequence[RewardItem]) -> list[Scored]:
+        return [Scored(float(r)) for r in self.rewards([i.x for i in items], [i.candidate for i in items])]
+
+
+@dataclass
+class Sampled:
+    """L scored candidates of one query: their rewards, golden scores and extracted answers."""
+
+    rewards: list[float]
+    golden: list[float]
+    answers: list[str]
+
+
+def selection_metrics(queries: Sequence[Sampled]) -> dict[str, float]:
+    """Golden accuracy of best-of-L by the reward vs the first sample, majority vote and pass@L."""
+    if not queries:
+        return {}
+    rows = {"first": [], "majority": [], "best_of_L": [], "pass@L": []}
+    for q in queries:
+        rows["first"].append(q.golden[0])
+        rows["majority"].append(q.golden[select("majority", q.answers, q.rewards)])
+        rows["best_of_L"].append(q.golden[select("argmax", q.answers, q.rewards)])
+        rows["pass@L"].append(max(q.golden))
+    return {k: float(np.mean(v)) for k, v in rows.items()}
+
+
+def by_query(owners: Sequence[dict[str, Any]], held: np.ndarray, r_held: np.ndarray, golden: Sequence[float],
+             answers: Sequence[str]) -> list[Sampled]:
+    """The held-out rows grouped into one :class:`Sampled` per query (rows in sample order)."""
+    groups: dict[str, Sampled] = {}
+    for r, i in zip(r_held, np.flatnonzero(held)):
+        q = groups.setdefault(str(owners[i]["id"]), Sampled([], [], []))
+        q.rewards.append(float(r))
+        q.golden.append(golden[i])
+        q.answers.append(answers[i])
+    return list(groups.values())
+
+
+def rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in metrics.items()}
+
+
+TRAINED_FAMILIES = ("bradley_terry", "discriminator", "outcome", "process", "binary")
+
+
+def fit_program_rewards(compiled: CompiledProgram, session: Session,
+                        names: Sequence[str] | None = None) -> dict[str, tuple[str, dict[str, float]]]:
+    """Fit (or load) the trained rewards a program declares (all, or ``names``), never reading its
+    test split; returns each reward's family and held-out metrics."""
+    from ..compiler import compile_checked
+    from ..data import forbid_splits
+
+    if compiled.checked is None:
+        raise UserError("fitting rewards needs the program's source; pass the .alp file, not a saved graph")
+    declared = {d.name: d.ctor for d in compiled.checked.of_kind("reward") if d.ctor in TRAINED_FAMILIES}
+    wanted = list(names or declared)
+    unknown = [n for n in wanted if n not in declared]
+    if unknown:
+        raise UserError(f"--reward {unknown[0]}: the program declares no trained reward of that name; its trained "
+                        f"rewards are: {', '.join(declared) or 'none'}")
+    graph, _ = compile_checked(compiled.checked, compiled.values, rewards=wanted)
+    fitted = {}
+    with forbid_splits("test"):
+        for name in wanted:
+            model = session.reward(f"reward:{name}", graph)
+            fitted[name] = (declared[name], dict(getattr(model, "metrics", {})))
+    return fitted

@@ -1,0 +1,292 @@
+"""Learned reward models for best-of-L on arithmetic with the embedded model (SmolLM2-135M-Instruct).
+
+Fits ORM, PRM, discriminator and Bradley-Terry rewards on the train split (never reading test),
+then samples L candidates per held-out test problem at temperature 0.8 and compares the golden
+accuracy of the first sample, majority vote, and best-of-L by each reward against the oracle
+pass@L. Also reports Bradley-Terry pairwise accuracy on held-out pairs for two preference tasks:
+arithmetic (`programs/data/prefs_arith.jsonl`) and positive reviews (pairs of the generator's own
+samples ranked by VADER).
+
+    python bench/rewards.py --quick     # a few minutes on an idle 2-core machine
+    python bench/rewards.py             # the full run (200 test problems, L = 8)
+
+Generations are cached on disk, so reruns are cheap. Ends with
+``first=<acc> majority=<acc> best_learned=<acc> pass@L=<acc> gap_captured=<fraction>`` and writes
+the table into the ``rewards`` section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT / "programs" / "data"
+BEGIN, END = "<!-- rewards:begin -->", "<!-- rewards:end -->"
+LEARNED = {"orm": "ORM (outcome)", "prm": "PRM (process)", "irl": "discriminator (IRL)", "bt": "Bradley-Terry"}
+
+ARITH = """program rewards_arith "best-of-L on arithmetic with learned rewards"
+
+data problems = jsonl("{data}/arith.jsonl", input = "question", target = "answer", demo = "solution")
+
+generator g = model("smollm2-135m", temperature = 0.8, max_tokens = {max_tokens}, stop = ["\\n\\n"])
+
+prompter p = prompt(template = zero_shot, demos = demos(problems.train, k = 2))
+
+evaluator acc = numeric_match()
+
+reward orm = outcome(problems.train, samples = {train_samples}, queries = {train_queries}{head})
+reward prm = process(problems.train, samples = 2, rollouts = {rollouts}, queries = {prm_queries}{head})
+reward irl = discriminator(problems.train, positives = {positives}, samples = 2, queries = {train_queries}{head})
+reward bt  = bradley_terry(problems.train, annotator = acc, samples = {train_samples}, queries = {train_queries}{head})
+
+flow main = loop(problems, generator = g, prompter = p, samples = {L}, reward = orm in {{orm, prm, irl, bt}},
+                 select = first in {{first, majority, argmax}}, answer = number, evaluator = acc)
+"""
+
+PREFS = """program rewards_prefs "Bradley-Terry on arithmetic preference pairs"
+
+data prefs = jsonl("{data}/prefs_arith.jsonl", input = "prompt", target = "chosen")
+
+reward bt = bradley_terry(prefs.train, queries = {pref_queries}{head})
+
+generator pair = candidates(["chosen", "rejected"])
+
+prompter p = prompt(template = direct, chat = false)
+
+evaluator pairwise = exact_match(field = "chosen")
+
+flow main = loop(prefs, generator = pair, prompter = p, samples = 2, reward = bt, select = argmax,
+                 evaluator = pairwise)
+"""
+
+REVIEWS = """program rewards_reviews "Bradley-Terry on positive reviews ranked by VADER"
+
+data reviews = jsonl("{data}/reviews.jsonl", input = "prompt", target = none)
+
+evaluator positive = sentiment(target = positive)
+
+reward bt = bradley_terry(reviews.train, annotator = positive, samples = 4, queries = {review_queries}{head})
+
+generator g = model("smollm2-135m", temperature = 0.8, max_tokens = 48)
+
+prompter p = prompt(template = direct)
+
+flow main = loop(reviews, generator = g, prompter = p, samples = 4, reward = bt, select = first, evaluator = positive)
+"""
+
+
+@dataclass(frozen=True)
+class Budget:
+    test: int  # test problems (the split has 200)
+    L: int
+    train_queries: int
+    train_samples: int
+    prm_queries: int
+    rollouts: int
+    pref_queries: int
+    review_queries: int
+    review_test: int
+    max_tokens: int = 80
+    positives: str = "sft"
+
+
+FULL = Budget(test=200, L=8, train_queries=360, train_samples=8, prm_queries=160, rollouts=4, pref_queries=0,
+              review_queries=120, review_test=60)
+QUICK = Budget(test=40, L=4, train_queries=80, train_samples=4, prm_queries=32, rollouts=2, pref_queries=0,
+               review_queries=32, review_test=20, positives="demos")
+HEAD = ", epochs = {epochs}, lr = {lr}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the small budget (a few minutes)")
+    ap.add_argument("--out", default=str(ROOT / "build" / "bench_rewards"), help="folder for the generated programs")
+    ap.add_argument("--epochs", type=int, default=300, help="epochs of every reward head")
+    ap.add_argument("--lr", type=float, default=3e-3, help="learning rate of every reward head")
+    ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args()
+
+    from aldsl.progress import Reporter
+    from aldsl.session import Session
+
+    budget = QUICK if args.quick else FULL
+    mode = "quick" if args.quick else "full"
+    out = Path(args.out) / mode
+    out.mkdir(parents=True, exist_ok=True)
+    session = Session(reporter=Reporter(enabled=not args.quiet))
+    head = HEAD.format(epochs=args.epochs, lr=args.lr)
+    start = time.perf_counter()
+    values = {**budget.__dict__, "data": DATA, "head": head}
+
+    arith = _write(out / "arith.alp", ARITH.format(**values))
+    best_of_l, fit_info = selection(arith, budget, session)
+    prefs = _write(out / "prefs.alp", PREFS.format(**values))
+    reviews = _write(out / "reviews.alp", REVIEWS.format(**values))
+    pairwise = [preference_pairs(prefs, session), review_pairs(reviews, budget, session)]
+
+    first, majority, oracle = (best_of_l[k] for k in ("first sample", "majority vote", f"oracle pass@{budget.L}"))
+    best_name = max(LEARNED.values(), key=lambda n: best_of_l[n])
+    best = best_of_l[best_name]
+    gap = (best - first) / (oracle - first) if oracle > first else float("nan")
+    line = (f"first={first:.3f} majority={majority:.3f} best_learned={best:.3f} pass@L={oracle:.3f} "
+            f"gap_captured={gap:.2f}")
+    seconds = time.perf_counter() - start
+    tables = _tables(budget, best_of_l, fit_info, pairwise, best_name, gap, seconds, mode, args)
+    print("\n".join(tables))
+    if not args.no_results:
+        _write_results(tables, line, mode)
+    print(line)
+    return 0
+
+
+# ---------------------------------------------------------------- best-of-L on arithmetic
+def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Fit every learned reward on train, then test accuracy of each selection rule on the same L samples."""
+    import aldsl
+    from aldsl.answers import extract
+    from aldsl.data import forbid_splits
+    from aldsl.executor import Executor
+
+    compiled = aldsl.compile(path)
+    fit_info: dict[str, dict[str, Any]] = {}
+    with forbid_splits("test"):
+        for name in LEARNED:
+            t0 = time.perf_counter()
+            model = session.reward(f"reward:{name}", compiled.with_params({"main.reward": name}).program_graph)
+            fit_info[name] = {"metrics": dict(model.metrics), "seconds": time.perf_counter() - t0}
+            session.reporter.log(f"{name}: {model.metrics} ({fit_info[name]['seconds']:.0f} s)")
+    records = Executor(compiled.program_graph, session).records("test", budget.test)
+    results: dict[str, float] = {}
+    runs = [("first sample", "orm", "first"), ("majority vote", "orm", "majority")]
+    runs += [(label, name, "argmax") for name, label in LEARNED.items()]
+    for label, reward, rule in runs:
+        variant = compiled.with_params({"main.reward": reward, "main.select": rule})
+        result = Executor(variant.program_graph, session).run(records, split="test")
+        results[label] = result.scores["acc"]
+    graph = compiled.program_graph
+    spec = graph["evaluate"]["params"]["evaluators"][0]
+    texts = [(t.record, c.text) for t in result.traces for c in t.candidates]
+    correct = session.evaluate(spec, [extract("number", c, None) for _, c in texts], [r for r, _ in texts], graph)
+    per_query = [correct[i:i + budget.L] for i in range(0, len(correct), budget.L)]
+    results[f"oracle pass@{budget.L}"] = sum(max(q) for q in per_query) / len(per_query)
+    results["mean sample accuracy"] = sum(correct) / len(correct)
+    return results, fit_info
+
+
+# ---------------------------------------------------------------- Bradley-Terry pairwise accuracy
+def preference_pairs(path: Path, session) -> dict[str, Any]:
+    """BT on prefs_arith train pairs; pairwise accuracy on its test pairs (read after fitting)."""
+    import aldsl
+    from aldsl.data import forbid_splits
+    from aldsl.executor import Executor
+
+    compiled = aldsl.compile(path)
+    with forbid_splits("test"):
+        model = session.reward("reward:bt", compiled.program_graph)
+    test = Executor(compiled.program_graph, session).records("test")
+    accuracy = _pairwise(model, [(r["x"], r["chosen"], r["rejected"]) for r in test])
+    return {"task": "arithmetic (prefs_arith.jsonl: correct vs. wrong solution)", "train": model.metrics,
+            "test_pairs": len(test), "test_accuracy": accuracy}
+
+
+def review_pairs(path: Path, budget: Budget, session) -> dict[str, Any]:
+    """BT on self-made VADER-ranked pairs of review samples; accuracy on pairs made the same way on test."""
+    import aldsl
+    from aldsl.data import forbid_splits
+    from aldsl.executor import Executor, sample
+
+    compiled = aldsl.compile(path)
+    graph = compiled.program_graph
+    with forbid_splits("test"):
+        model = session.reward("reward:bt", graph)
+    spec = graph["reward:bt"]["params"]
+    test = Executor(graph, session).records("test", budget.review_test)
+    thoughts = sample(session, graph, spec["prompter"], spec["generator"], test, spec["samples"], spec["temperature"])
+    pairs = []
+    for record, ts in zip(test, thoughts):
+        scores = session.evaluate(spec["annotator"], [t.strip() for t in ts], [record] * len(ts), graph)
+        best, worst = max(range(len(ts)), key=scores.__getitem__), min(range(len(ts)), key=scores.__getitem__)
+        if scores[best] > scores[worst]:
+            pairs.append((record["x"], ts[best], ts[worst]))
+    return {"task": "positive reviews (own samples, best vs. worst by VADER)", "train": model.metrics,
+            "test_pairs": len(pairs), "test_accuracy": _pairwise(model, pairs)}
+
+
+def _pairwise(model, pairs: list[tuple[str, str, str]]) -> float:
+    from aldsl.rewards import RewardItem
+
+    chosen = model.score([RewardItem(x, c) for x, c, _ in pairs])
+    rejected = model.score([RewardItem(x, r) for x, _, r in pairs])
+    wins = [1.0 if a.score > b.score else 0.5 if a.score == b.score else 0.0 for a, b in zip(chosen, rejected)]
+    return sum(wins) / len(wins) if wins else float("nan")
+
+
+# ---------------------------------------------------------------- output
+def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dict[str, Any]],
+            pairwise: list[dict[str, Any]], best_name: str, gap: float, seconds: float, mode: str,
+            args: argparse.Namespace) -> list[str]:
+    first = best_of_l["first sample"]
+    rows = ["| selection | test accuracy | vs. first | held-out metrics of the reward (train split) | fit (s) |",
+            "|---|---|---|---|---|"]
+    for label, acc in best_of_l.items():
+        name = next((k for k, v in LEARNED.items() if v == label), None)
+        info = fit_info.get(name, {}) if name else {}
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in info.get("metrics", {}).items()
+                            if isinstance(v, float) and math.isfinite(v))
+        delta = "" if label.startswith(("first", "oracle", "mean")) else f"{acc - first:+.3f}"
+        fit_s = f"{info['seconds']:.0f}" if info else ""
+        rows.append(f"| {label} | {acc:.3f} | {delta} | {metrics} | {fit_s} |")
+    pair_rows = ["| task | BT held-out pairs (train split) | pairwise accuracy | test pairs | test pairwise accuracy |",
+                 "|---|---|---|---|---|"]
+    for p in pairwise:
+        pair_rows.append(f"| {p['task']} | {p['train'].get('held_out_pairs', 0)} | "
+                         f"{p['train'].get('pairwise_accuracy', float('nan')):.3f} | {p['test_pairs']} | "
+                         f"{p['test_accuracy']:.3f} |")
+    return [f"### Best-of-{budget.L} selection on {budget.test} held-out arithmetic problems ({mode})", "",
+            f"L = {budget.L} samples per problem at temperature 0.8 (2 random train demos, zero-shot template, "
+            f"max_tokens {budget.max_tokens}). Rewards are trained on the train split only: ORM and Bradley-Terry on "
+            f"{budget.train_samples} samples of each of {budget.train_queries} train problems (BT pairs: a correct "
+            f"against an incorrect sample by the golden check), PRM on 2 solutions of {budget.prm_queries} problems "
+            f"with {budget.rollouts} rollouts per step, the discriminator on positives = {budget.positives} vs. 2 base "
+            f"samples of {budget.train_queries} problems; heads: 64-unit MLP on the generator's mean-pooled hidden "
+            f"states, {args.epochs} epochs at lr {args.lr}.", "", *rows, "",
+            f"Best learned reward: {best_name}; it captures {gap:.0%} of the gap between the first sample and "
+            f"pass@{budget.L}.", "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
+            f"Wall time {seconds / 60:.1f} min.", ""]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _write_results(tables: list[str], line: str, mode: str) -> None:
+    import torch
+
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{load}, "
+               f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    section = "\n".join([BEGIN, "## Learned reward models (`bench/rewards.py" + (" --quick" if mode == "quick" else "")
+                         + "`)", "", f"Embedded model SmolLM2-135M-Instruct; machine: {machine}.", "", *tables,
+                         "```", line, "```", END])
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
