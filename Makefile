@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/aldsl optimize programs/quickstart.alp --preset demo
+	$(VENV)/bin/aldsl optimize programs/quickstart.alp
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)

@@ -15,7 +15,8 @@ from .executor import Executor, RunResult, inputs_to_records
 from .graph import ProgramGraph
 from .parser import parse, parse_file
 from .session import Session
-from .space import SearchSpace
+from .overrides import apply_overrides
+from .space import SearchSpace, extract
 
 
 class CompiledProgram:
@@ -80,11 +81,22 @@ class CompiledProgram:
 
 
 def compile(path_or_source: str | Path, values: Mapping[str, Any] | None = None) -> CompiledProgram:
-    """Parse, check and compile a .alp file (a path) or program text."""
+    """Parse, check and compile a .alp file (a path) or program text.
+
+    ``values`` pins search parameters (``"main.samples": 4``); a name that is not a search parameter
+    sets that declaration's parameter instead (``"orm.queries": 50``), checked like written text.
+    """
     is_source = isinstance(path_or_source, str) and ("\n" in path_or_source or
                                                      re.match(r"\s*program\s", path_or_source) is not None)
     program = parse(path_or_source) if is_source else parse_file(path_or_source)
     checked = check(program)
+    searched = set(extract(checked).names)
+    values = dict(values or {})
+    overrides = {k: v for k, v in values.items() if k not in searched}
+    if overrides:
+        checked = check(apply_overrides(program, overrides))
+        checked.program, checked.overrides = program, overrides  # the source as written, and what --set changed
+        values = {k: v for k, v in values.items() if k in searched}
     graph, space = compile_checked(checked, values)
     return CompiledProgram(graph, space, checked)
 

@@ -1,0 +1,279 @@
+"""The Optuna side of ``aldsl optimize``: samplers, pruners, persistent studies and the trial budget.
+
+A study lives in any Optuna RDB storage (SQLite under the build folder by default). The budget is
+counted in the storage, not in the process: finished trials (complete or pruned) count across
+restarts and across workers, so a resumed run only runs the missing trials and several workers on
+one study split the budget exactly. A trial left RUNNING by a killed process is failed (at once
+when its process is known dead on this machine, else after its heartbeat goes stale) and redone.
+
+Each trial's sampler is seeded from the program seed and the trial's slot, so the suggestions
+depend only on the seed and the trials already in the study: a resumed run suggests exactly what
+an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import optuna
+from optuna.pruners import BasePruner, MedianPruner, NopPruner
+from optuna.samplers import BaseSampler, CmaEsSampler, GridSampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from aldsl.errors import UserError
+from aldsl.pin import _literal
+from aldsl.progress import Advance
+from aldsl.space import SearchParam
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+HEARTBEAT_S = 10  # a RUNNING trial whose process stopped beating for GRACE_S is failed and redone
+GRACE_S = 60
+GRID_LIMIT = 100_000
+WORKER_ATTR = "worker"
+
+
+class OverBudget(Exception):
+    """Another worker took the last trial of the budget first."""
+
+
+# ---------------------------------------------------------------- the space
+def searched(space: Sequence[SearchParam], pinned: dict[str, Any]) -> list[SearchParam]:
+    """The parameters the search varies: every declared one that ``--set`` did not pin."""
+    return [p for p in space if p.name not in pinned]
+
+
+def check_space(params: Sequence[SearchParam], sampler: str, cost: bool) -> None:
+    """Raise a UserError, before any work, when ``sampler`` cannot search ``params``."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    for p in params:
+        if p.choices is not None and not p.choices:
+            raise UserError(f"{p.name}: the choice set is empty; list at least one value")
+        if p.choices is None and not (p.low is not None and p.high is not None and p.low < p.high):
+            raise UserError(f"{p.name}: the range {p.describe()} is empty; write it as [low, high] with low < high")
+    if sampler == "grid":
+        floats = [p.name for p in params if p.kind == "float"]
+        if floats:
+            raise UserError(f"sampler = grid needs a finite grid, but {', '.join(floats)} "
+                            f"{'is a float range' if len(floats) == 1 else 'are float ranges'}; write "
+                            "choice sets ({0.2, 0.7}) or integer ranges, or use sampler = tpe")
+        size = math.prod(len(grid_values(p)) for p in params)
+        if size > GRID_LIMIT:
+            raise UserError(f"sampler = grid: the grid has {size} points (more than {GRID_LIMIT}); "
+                            "narrow the ranges or use sampler = tpe")
+    if sampler == "cmaes":
+        cats = [p.name for p in params if p.kind == "categorical"]
+        if cats:
+            raise UserError(f"sampler = cmaes searches numbers only, but {', '.join(cats)} "
+                            f"{'is a choice set' if len(cats) == 1 else 'are choice sets'}; use sampler = tpe "
+                            "(it handles both), or pin them with --set NAME=VALUE")
+        if cost:
+            raise UserError("sampler = cmaes optimizes one objective; with cost = true use tpe, random or grid")
+
+
+def grid_values(p: SearchParam) -> list[Any]:
+    """The points of one parameter on a grid: its choices, or every integer of its range."""
+    if p.choices is not None:
+        return list(p.choices)
+    return list(range(int(p.low), int(p.high) + 1))  # type: ignore[arg-type]
+
+
+def grid_size(params: Sequence[SearchParam]) -> int:
+    return math.prod(len(grid_values(p)) for p in params)
+
+
+def pinnable(value: Any) -> Any:
+    """A float as ``optimized.alp`` will write it, so the pinned program reruns exactly this trial."""
+    return float(_literal(value)) if isinstance(value, float) else value
+
+
+def suggest(trial: Trial, params: Sequence[SearchParam]) -> dict[str, Any]:
+    """The trial's value of every searched parameter."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if p.choices is not None:
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.kind == "int":
+            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)  # type: ignore[arg-type]
+        else:
+            values[p.name] = pinnable(trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log))  # type: ignore[arg-type]
+    return values
+
+
+# ---------------------------------------------------------------- samplers and pruners
+def make_sampler(name: str, params: Sequence[SearchParam], seed: int, budget: int) -> BaseSampler:
+    """A seeded sampler; TPE starts with about a quarter of the budget at random (3 to 10 trials), CMA-ES
+    from the program's defaults."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "random":
+            return RandomSampler(seed=seed)
+        if name == "grid":
+            return GridSampler({p.name: grid_values(p) for p in params}, seed=seed)
+        if name == "cmaes":
+            return CmaEsSampler(x0={p.name: p.default for p in params}, seed=seed, n_startup_trials=1,
+                                warn_independent_sampling=False)
+        return TPESampler(seed=seed, n_startup_trials=min(10, max(3, budget // 4)), multivariate=True,
+                          constant_liar=True)
+
+
+def make_pruner(name: str, budget: int) -> BasePruner:
+    """The median pruner stops a trial whose running minibatch score is below the median of earlier
+    trials at the same chunk (after a few complete trials and the first chunk)."""
+    if name == "none":
+        return NopPruner()
+    return MedianPruner(n_startup_trials=min(5, max(2, budget // 5)), n_warmup_steps=1, interval_steps=1)
+
+
+# ---------------------------------------------------------------- storage
+def open_study(url: str, name: str, directions: list[str], sampler: BaseSampler, pruner: BasePruner,
+               fingerprint: str, program: str) -> optuna.Study:
+    """Open (or create) the study; a storage that cannot be opened, or a study made by a different
+    program or with different settings, is a UserError (before any model is loaded)."""
+    try:
+        storage = _storage(url)
+    except Exception as e:
+        raise UserError(f"cannot open the study storage {url!r}: {type(e).__name__}: {_first_line(e)}. "
+                        "Use an Optuna RDB URL such as sqlite:///path/study.db or postgresql://user@host/db "
+                        "(a sqlite file's folder must exist and be writable)") from None
+    try:
+        with optuna_quiet():
+            study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
+                                        pruner=pruner, load_if_exists=True)
+    except Exception as e:
+        raise UserError(f"cannot open study {name!r} in {url!r}: {type(e).__name__}: {_first_line(e)}") from None
+    if [d.name.lower() for d in study.directions] != directions:
+        raise UserError(f"study {name!r} in {url} optimizes {len(study.directions)} objective(s), but this program "
+                        f"asks for {len(directions)} (cost = {'true' if len(directions) > 1 else 'false'}); use "
+                        "--study NEW_NAME for a new study")
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr("program", program)
+    elif stored != fingerprint:
+        raise UserError(f"study {name!r} in {url} holds trials of a different program or different search "
+                        f"settings (it was made by {study.user_attrs.get('program', '?')!r}; the program text, "
+                        "--set values, objective, split, minibatch, seed, sampler, pruner or cost "
+                        "changed since). Its trials would not be comparable: use --study NEW_NAME, or delete "
+                        "the study to start over")
+    return study
+
+
+def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """The RDB storage; workers creating one new database at once race on its tables, so retry that."""
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+
+    def connect() -> optuna.storages.RDBStorage:
+        with optuna_quiet():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S)
+
+    for attempt in range(attempts - 1):
+        try:
+            return connect()
+        except Exception as e:
+            if not any(w in str(e) for w in ("already exists", "locked", "UNIQUE")):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    return connect()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else ""
+
+
+@contextmanager
+def optuna_quiet() -> Iterator[None]:
+    """Silence Optuna's per-trial log lines (aldsl shows progress bars instead)."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+# ---------------------------------------------------------------- the budget loop
+def live(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that count toward the budget: finished, running or waiting (not failed)."""
+    return [t for t in trials if t.state != TrialState.FAIL]
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail RUNNING trials whose worker process on this machine is gone (kill -9); returns how many.
+    Workers elsewhere are covered by the storage heartbeat (failed after GRACE_S seconds)."""
+    host, count = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get(WORKER_ATTR, ""))
+        w_host, _, pid = worker.rpartition(":")
+        if w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            count += 1
+    optuna.storages.fail_stale_trials(study)
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purpose
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], Any], *, sampler: Callable[[int], BaseSampler],
+               advance: Advance, wait: bool, poll_s: float = 2.0) -> int:
+    """Run trials until ``budget`` trials of the study are finished; returns how many this process ran.
+
+    ``wait``: also wait for trials other workers are running (the main process needs every trial
+    finished before promotion); a search-only worker returns once the budget is handed out.
+    ``sampler(slot)`` makes the sampler of the trial in that slot (the number of live trials before it).
+    ``advance`` moves the progress bar to the number of finished trials, with the running best score.
+    """
+    ran, shown, current = 0, 0, -1
+
+    def wrapped(trial: Trial) -> Any:
+        nonlocal current
+        current = trial.number
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        before = [t for t in live(study.get_trials(deepcopy=False)) if t.number < trial.number]
+        if len(before) >= budget:
+            raise OverBudget(f"trial {trial.number} is over the budget of {budget}")
+        return objective(trial)
+
+    while True:
+        fail_dead_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state in FINISHED]
+        scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
+        advance(min(len(done), budget) - shown, **({"best": f"{max(scores):.3f}"} if scores else {}))
+        shown = min(len(done), budget)
+        if len(done) >= budget:
+            return ran
+        if len(live(trials)) >= budget:
+            if not wait:
+                return ran
+            time.sleep(poll_s)
+            continue
+        study.sampler = sampler(len(live(trials)))
+        study.optimize(wrapped, n_trials=1, catch=(OverBudget,), gc_after_trial=False)
+        mine = [t for t in study.get_trials(deepcopy=False) if t.number == current]
+        ran += bool(mine and mine[0].state in FINISHED)
