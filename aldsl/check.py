@@ -16,7 +16,7 @@ from typing import Any
 
 from . import ast
 from .errors import AlpError, Diagnostic
-from .schema import BY_KIND, REQUIRED, TRAINED_REWARDS, Constructor, Param, Type
+from .schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
 from .templates import BUILTIN as BUILTIN_TEMPLATES
 
 HELD_OUT = "test"

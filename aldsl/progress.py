@@ -14,7 +14,8 @@ Advance = Callable[..., None]
 
 
 class Reporter:
-    """Shows one live progress bar per running task, or nothing when ``enabled`` is False."""
+    """Shows one live progress bar per running task, or nothing when ``enabled`` is False; when the
+    output is not a terminal (a log file, CI), one line as each task starts and one as it ends."""
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
@@ -31,6 +32,9 @@ class Reporter:
         """A progress bar for ``total`` units; yields ``advance``."""
         if not self.enabled:
             yield lambda n=1, **fields: None
+            return
+        if not self.console.is_terminal:
+            yield from self._lines(description, total)
             return
         if self._progress is None:
             self._progress = Progress(
@@ -57,6 +61,22 @@ class Reporter:
             if self._depth == 0 and self._progress is not None:
                 self._progress.stop()
                 self._progress = None
+
+
+    def _lines(self, description: str, total: int | None) -> Iterator[Advance]:
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        self.log(f"{description} ...")
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            totals["done"] = totals.get("done", 0) + n
+            for k, v in fields.items():
+                totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
+
+        yield advance
+        elapsed = time.perf_counter() - start
+        done = f"{int(totals.pop('done', 0))}/{total} " if total else ""
+        self.log(f"{description}: {done}done in {elapsed:.0f} s  {_info(totals, elapsed)}".rstrip())
 
 
 _SUMMED = {"tokens", "hits", "misses"}

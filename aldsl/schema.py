@@ -3,7 +3,7 @@ checker, the compiler and the language reference (``aldsl doc`` prints it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 REQUIRED = object()
@@ -229,6 +229,8 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     Constructor("reward", "binary", "P(success | query, prompt) from offline prompt logs (Prompt-OIRL)", (
         Param("data", SPLIT, doc="queries the prompt candidates are run on", positional=True, searchable=False),
         Param("among", Type("refs", ("template",)), doc="the candidate templates", searchable=False),
+        Param("queries", t_int(0), 0, "run the prompts on at most this many queries of its split (0: all)",
+              searchable=False),
         Param("evaluator", t_or(t_ref("evaluator"), NONE), None, "the golden check (default: the flow's first)"),
         Param("model", t_enum("hgb", "logistic"), "hgb", "gradient-boosted trees or logistic regression"),
         Param("generator", t_or(t_ref("generator"), NONE), None, "the generator (default: the flow's)"),

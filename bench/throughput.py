@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aldsl  # noqa: E402
-from aldsl.backends import ModelSpec, load_backend  # noqa: E402
+from aldsl.backends import load_backend  # noqa: E402
 from aldsl.cache import GenerationCache  # noqa: E402
 from aldsl.executor import Executor  # noqa: E402
 from aldsl.session import Session  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> int:
         executor = Executor(prog.program_graph, session)
         records = executor.records("test", n)
         gen = prog.program_graph["generate_1"]["params"]["generator"]
-        backend = session.backend(gen, prog.program_graph)  # load (and convert) before timing
+        session.backend(gen, prog.program_graph)  # load (and convert) before timing
         raw_backend = load_backend(session.model_spec(gen, prog.program_graph))
 
         t0 = time.perf_counter()

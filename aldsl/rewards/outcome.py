@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..answers import extract
-from ..executor import sample
 from .features import Features, feature_text
 from .heads import auc, load_head, save_head
-from .trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
-                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, training_records, selection_metrics)
+from .trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity,
+                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, sample_graded, selection_metrics,
+                      training_records)
 
 if TYPE_CHECKING:
     from ..graph import ProgramGraph
@@ -30,11 +30,7 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadRe
     features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
-        thoughts = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
-                          spec["temperature"])
-        owners = [r for r, ts in zip(records, thoughts) for _ in ts]
-        texts = [t for ts in thoughts for t in ts]
-        golden = golden_scores(session, spec["evaluator"], spec["answer"], texts, owners, graph)
+        _, owners, texts, golden = sample_graded(spec, session, graph, records)
         x = features.embed([feature_text(r["x"], t) for r, t in zip(owners, texts)])
         held = held_mask([str(r["id"]) for r in owners], holdout_ids(records))
         r_held, head, losses = probe_and_fit(x, golden, held, head_config(spec))

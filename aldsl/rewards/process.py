@@ -19,15 +19,14 @@ import numpy as np
 
 from ..answers import extract
 from ..backends import GenRequest
-from ..executor import sample
 from ..prompts import Prompter
 from ..session import decoding
 from .base import RewardItem, Scored
 from .features import Features, feature_text
-from .heads import Head, auc, load_head, save_head
-from .trained import (PASS, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
-                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, selection_metrics,
-                      training_records)
+from .heads import auc, load_head, save_head
+from .trained import (PASS, HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
+                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, sample_graded,
+                      selection_metrics, training_records)
 
 if TYPE_CHECKING:
     from ..graph import ProgramGraph
@@ -43,14 +42,8 @@ def step_prefixes(text: str) -> list[str]:
     return prefixes or [text]
 
 
-class ProcessReward:
+class ProcessReward(HeadReward):
     """r(x, y) = min over the step prefixes p of y of head(features(x, p))."""
-
-    def __init__(self, name: str, features: Features, head: Head, metrics: dict[str, float]):
-        self.name = name
-        self.features = features
-        self.head = head
-        self.metrics = metrics
 
     def step_rewards(self, xs: Sequence[str], candidates: Sequence[str]) -> list[np.ndarray]:
         """r of every step prefix of every candidate, batched."""
@@ -72,11 +65,7 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Proces
     features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
-        solutions = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
-                           spec["temperature"])
-        owners = [r for r, ts in zip(records, solutions) for _ in ts]
-        texts = [t for ts in solutions for t in ts]
-        outcome = golden_scores(session, spec["evaluator"], spec["answer"], texts, owners, graph)
+        solutions, owners, texts, outcome = sample_graded(spec, session, graph, records)
         steps = mc_step_labels(spec, session, graph, records, solutions, outcome)
         x = features.embed([feature_text(owners[s]["x"], prefix) for s, prefix, _ in steps])
         labels = [label for _, _, label in steps]

@@ -127,6 +127,19 @@ def golden_scores(session: Session, evaluator: dict[str, Any], answer: dict[str,
     return [float(s) for s in session.evaluate(evaluator, answers, records, graph)]
 
 
+def sample_graded(spec: dict[str, Any], session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]
+                  ) -> tuple[list[list[str]], list[dict[str, Any]], list[str], list[float]]:
+    """``spec['samples']`` candidates per record from the reward's prompter and generator, graded by its
+    evaluator: (candidates per record, the record of each candidate, candidates flat, golden scores)."""
+    from ..executor import sample
+
+    per_record = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
+                        spec["temperature"])
+    owners = [r for r, ts in zip(records, per_record) for _ in ts]
+    texts = [t for ts in per_record for t in ts]
+    return per_record, owners, texts, golden_scores(session, spec["evaluator"], spec["answer"], texts, owners, graph)
+
+
 class HeadReward:
     """r(x, y) = head(features(feature_text(x, y))): a reward on a logit scale, scored in batches."""
 
