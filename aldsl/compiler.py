@@ -124,8 +124,13 @@ class _Builder:
         spec: dict[str, Any] = {"name": name, "kind": kind}
         flow_defaults = self.defaults[self.flow_name]
         if kind in ("critic", "binary", "bradley_terry", "discriminator", "outcome", "process"):
-            gen = self._flow_generator(p.pop("generator", None))
-            spec["generator"] = self.generator(gen, self.defaults, users)
+            named = p.pop("generator", None)
+            spec["generator"] = self.generator(self._flow_generator(named), self.defaults, users)
+            if not isinstance(named, Link) and kind != "critic" and spec["generator"].get("finetune"):
+                # The flow's generator, before fine-tuning: its fine-tuning may train on this reward, and a
+                # program written with a fine-tuned choice pinned must train the same reward as its search.
+                users.discard(spec["generator"]["finetune"].split(":", 1)[1])
+                spec["generator"]["finetune"] = None
         if kind == "critic":
             spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
         if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):

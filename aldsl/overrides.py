@@ -50,12 +50,17 @@ def _param(ctor: Constructor, name: str, where: str) -> Param:
     return p
 
 
+def arg_index(call: ast.Call, ctor: Constructor, name: str) -> int | None:
+    """Where ``call`` passes parameter ``name`` (by keyword or by position), or None."""
+    positional = [p.name for p in ctor.params if p.positional]
+    return next((i for i, a in enumerate(call.args) if a.key == name or
+                 (a.key is None and i < len(positional) and positional[i] == name)), None)
+
+
 def _set_arg(call: ast.Call, ctor: Constructor, path: list[str], value: Any, where: str) -> ast.Call:
     param = _param(ctor, path[0], where)
-    positional = [p.name for p in ctor.params if p.positional]
     args = list(call.args)
-    index = next((i for i, a in enumerate(args) if a.key == param.name or
-                  (a.key is None and i < len(positional) and positional[i] == param.name)), None)
+    index = arg_index(call, ctor, param.name)
     if len(path) > 1:
         if index is None or not isinstance(args[index].value, ast.Call):
             raise UserError(f"--set {where}: '{path[0]}' is not a call in the program, so it has no '{path[1]}'")

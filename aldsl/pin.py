@@ -42,7 +42,8 @@ def _literal(value: Any) -> str:
 
 def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[tuple[int, int, str]]:
     """Text edits that write ``--set`` overrides (``decl.param[.sub]``) into the source."""
-    from .overrides import apply_overrides
+    from .overrides import apply_overrides, arg_index
+    from .schema import BY_KIND
 
     source = program.source
     edits = []
@@ -51,12 +52,16 @@ def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[
     for where in overrides:
         name, *path = where.split(".")
         old_call, new_call = decls[name].call, new[name].call
+        ctor = BY_KIND[decls[name].kind][old_call.name]
         while True:
             key = path[0]
-            new_arg = next(a for a in new_call.args if a.key == key or a not in old_call.args)
-            old_arg = next((a for a in old_call.args if a.pos == new_arg.pos), None)
+            index = arg_index(old_call, ctor, key)  # overrides replace an argument in place or append it
+            old_arg = None if index is None else old_call.args[index]
+            new_arg = new_call.args[index] if index is not None else \
+                next(a for a in new_call.args[len(old_call.args):] if a.key == key)
             if len(path) > 1 and old_arg is not None:
                 old_call, new_call, path = old_arg.value, new_arg.value, path[1:]  # type: ignore[assignment]
+                ctor = BY_KIND["nested"][old_call.name]
                 continue
             text = _value_text(new_arg.value)
             if old_arg is None:

@@ -115,7 +115,7 @@ def _data_params() -> tuple[Param, ...]:
 def _trained() -> tuple[Param, ...]:
     return (
         Param("generator", t_or(t_ref("generator"), NONE), None,
-              "the generator whose samples and features it uses (default: the flow's, at its defaults)"),
+              "the generator whose samples and features it uses (default: the flow's at its defaults, without fine-tuning)"),
         Param("temperature", t_float(0, 5), 0.8, "sampling temperature of its training samples"),
         Param("queries", t_int(0), 0, "train on at most this many queries of its split (0: all)", searchable=False),
         Param("features", FEATURES, "hidden", "hidden: the generator's mean-pooled hidden states; "

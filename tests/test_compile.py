@@ -219,3 +219,25 @@ def test_pinned_source_keeps_comments_and_writes_overrides(tmp_path):
     assert set(again.graph) == set(compiled.graph)
     for n in compiled.graph:  # the same concrete program: every node's parameters agree
         assert again.graph.nodes[n]["params"] == compiled.graph.nodes[n]["params"], n
+
+
+def test_several_overrides_of_one_declaration_are_each_written_in_place():
+    from aldsl.pin import pin_source
+
+    compiled = aldsl.compile(ROOT / "programs" / "01_sft.alp",
+                             {"sft_demos.steps": 2, "sft_demos.batch": 3, "sft_demos.queries": 8})
+    line = next(x for x in pin_source(compiled.checked, {}).splitlines() if "sft(" in x)
+    assert line == "finetune sft_demos = sft(problems.train, steps = 2, lr = 5e-5, batch = 3, queries = 8)"
+
+
+def test_a_reward_trains_on_the_base_model_so_a_pinned_fine_tune_makes_no_cycle(tmp_path):
+    from aldsl.pin import pin_source
+
+    compiled = aldsl.compile(ROOT / "programs" / "03_rlhf.alp", {"g.finetune": "rlhf"})
+    pinned = tmp_path / "pinned.alp"
+    pinned.write_text(pin_source(compiled.checked, compiled.values).replace('"data/', f'"{ROOT}/programs/data/'))
+    for program in (compiled, aldsl.compile(pinned)):  # the search's trial and the written program
+        graph = program.program_graph
+        assert graph["reward:bt"]["params"]["generator"]["finetune"] is None
+        assert graph["generate_1"]["params"]["generator"]["finetune"] == "finetune:rlhf"
+        assert graph.nodes().index("finetune:rlhf") > graph.nodes().index("reward:bt")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..progress import QUIET
 
 if TYPE_CHECKING:
     from ..graph import ProgramGraph
@@ -54,7 +55,8 @@ class Features:
         """One float32 row per text (memoised per text)."""
         missing = list(dict.fromkeys(t for t in texts if (self.identity, t) not in _MEMO))
         if missing:
-            with self.reporter.task(f"features ({self.kind}): {len(missing)} texts", total=len(missing)) as advance:
+            reporter = self.reporter if len(missing) > BATCH else QUIET  # a bar only for work that takes a while
+            with reporter.task(f"features ({self.kind}): {len(missing)} texts", total=len(missing)) as advance:
                 for start in range(0, len(missing), BATCH):
                     chunk = missing[start:start + BATCH]
                     for text, row in zip(chunk, self._compute(chunk)):
