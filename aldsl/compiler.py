@@ -96,6 +96,12 @@ class _Builder:
             params["base_dir"] = str(self.checked.base_dir)
         return {"name": name, "kind": kind, "params": _plain(params)}
 
+    @staticmethod
+    def _named(value: Any, default: Any) -> Any:
+        """The name a resource parameter links to, else the default link's name (or the default)."""
+        chosen = value if isinstance(value, Link) else default
+        return chosen.name if isinstance(chosen, Link) else chosen
+
     def _flow_generator(self, g: Any) -> str:
         return g.name if isinstance(g, Link) else self.trial[self.flow_name]["generator"].name
 
@@ -134,7 +140,8 @@ class _Builder:
         if kind == "critic":
             spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
         if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
-            spec["prompter"] = self.prompter(flow_defaults["prompter"].name, self.defaults, users)
+            spec["prompter"] = self.prompter(self._named(p.pop("prompter", None), flow_defaults["prompter"]),
+                                             self.defaults, users)
         if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
             spec["answer"] = _answer_spec(flow_defaults["answer"])
         if kind in ("binary", "discriminator", "outcome", "process"):
@@ -161,9 +168,9 @@ class _Builder:
         users = {name}
         flow = self.defaults[self.flow_name]
         spec: dict[str, Any] = {"name": name, "kind": kind, "data": self.data_ref(p.pop("data"))}
-        base = self._base_generator(name)
+        base = self._named(p.pop("generator", None), None) or self._base_generator(name)
         spec["generator"] = {**self.generator(base, self.defaults, users), "finetune": None}
-        spec["prompter"] = self.prompter(flow["prompter"].name, self.defaults, users)
+        spec["prompter"] = self.prompter(self._named(p.pop("prompter", None), flow["prompter"]), self.defaults, users)
         spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
         spec["answer"] = _answer_spec(flow["answer"])
         reward = p.pop("reward", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import networkx as nx
 
@@ -156,3 +156,13 @@ def _sort_key(node: str) -> str:
     if tail.isdigit():
         return f"1{int(tail):06d}{head}"
     return {"input": "0", "answer": "2", "evaluate": "3"}.get(node, "0" + node)
+
+
+def unnamed(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource spec without the names of its declarations and of the generator and prompter it
+    uses: names never change what a resource computes, so content keys leave them out."""
+    out = {k: v for k, v in spec.items() if k != "name"}
+    for key in ("generator", "prompter"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k != "name"}
+    return out

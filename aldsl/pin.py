@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator, Mapping
 
 from . import ast
-from .check import Checked, Nested, SearchVal
+from .check import Checked, Link, Nested, SearchVal, options_of
+from .schema import TRAINED_REWARDS
 from .space import to_json_value
 
 
@@ -95,12 +97,24 @@ def pin_source(checked: Checked, values: Mapping[str, Any], replace: Mapping[str
     """The source text with every search ``default in domain`` replaced by its value in ``values``
     (defaults where absent) and the program's ``--set`` overrides written in; ``replace`` maps search
     names to raw .alp text to put there instead (e.g. ``per_query(success)``). Comments and layout
-    are kept."""
+    are kept.
+
+    Trained rewards, critics and fine-tunings take the flow's generator and prompter *at their
+    defaults*. Where the pinned values change those declarations, the text keeps a copy of each at its
+    defaults (``g_search``) and points those resources at it, so the written program trains exactly
+    the resources its search used (and finds them in the shipped artifacts)."""
+    overrides = dict(checked.overrides)
+    inserts = _search_copies(checked, values, replace or {}, overrides)
+    return _pinned(checked, values, replace or {}, overrides, inserts)
+
+
+def _pinned(checked: Checked, values: Mapping[str, Any], replace: Mapping[str, str], overrides: Mapping[str, Any],
+            inserts: list[tuple[int, int, str]]) -> str:
     source = checked.program.source
-    edits: list[tuple[int, int, str]] = _override_edits(checked.program, checked.overrides)
+    edits = _override_edits(checked.program, overrides) + inserts
     for name, s in _searches(checked):
         assert s.pos is not None
-        if replace and name in replace:
+        if name in replace:
             text = replace[name]
         else:
             chosen = values.get(name, to_json_value(s.default))
@@ -113,3 +127,52 @@ def pin_source(checked: Checked, values: Mapping[str, Any], replace: Mapping[str
     for start, end, text in sorted(edits, reverse=True):
         source = source[:start] + text + source[end:]
     return source
+
+
+def _search_copies(checked: Checked, values: Mapping[str, Any], replace: Mapping[str, str],
+                   overrides: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """Insertions of ``NAME_search`` copies (at the defaults) of the flow's generator and prompter where
+    pinning changes them and a resource takes them by default; adds ``RESOURCE.param = copy`` to
+    ``overrides``."""
+    from .parser import parse
+
+    searches = dict(_searches(checked))
+    inserts: list[tuple[int, int, str]] = []
+    at_defaults: ast.Program | None = None
+    for param in ("generator", "prompter"):
+        link = checked.flow.params.get(param)
+        if not isinstance(link, Link):
+            continue
+        name = link.name
+        if not any(n.startswith(f"{name}.") and (n in replace or values.get(n, to_json_value(s.default))
+                                                  != to_json_value(s.default)) for n, s in searches.items()):
+            continue
+        users = [d.name for d in checked.decls.values() if _takes_flow_default(checked, d, param, name)
+                 and f"{d.name}.{param}" not in overrides]
+        if not users:
+            continue
+        if at_defaults is None:
+            at_defaults = parse(_pinned(checked, {}, {}, checked.overrides, []))
+        copy = next(c for c in (f"{name}_search{i or ''}" for i in range(100)) if c not in checked.decls)
+        decl = next(d for d in at_defaults.decls if d.name == name)
+        text = re.sub(rf"^(\w+\s+){re.escape(name)}\b", rf"\g<1>{copy}", _slice(at_defaults.source, decl.pos), count=1)
+        end = checked.decls[name].pos
+        at = _offset(checked.program.source, end.end_line, end.end_col)
+        inserts.append((at, at, f"\n{text}  # {param} of the resources, as the search trained them"))
+        overrides.update({f"{user}.{param}": copy for user in users})
+    return inserts
+
+
+def _takes_flow_default(checked: Checked, d: Any, param: str, flow_value: str) -> bool:
+    """Whether declaration ``d`` is a resource that takes the flow's ``param`` by default."""
+    if isinstance(d.params.get(param), Link):
+        return False
+    if d.kind == "reward":
+        return d.ctor in TRAINED_REWARDS or (d.ctor == "critic" and param == "generator")
+    if d.kind != "finetune":
+        return False
+    if param == "prompter":
+        return True
+    return any(g.name == flow_value and any(isinstance(v, Link) and v.name == d.name
+                                            for v in options_of(g.params.get("finetune")))
+               for g in checked.of_kind("generator"))

@@ -72,6 +72,9 @@ class Reporter:
             totals["done"] = totals.get("done", 0) + n
             for k, v in fields.items():
                 totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
+            if n and total and total <= _STEPS_SHOWN:  # a line per step of a short count (trials, promotions)
+                info = _info({k: v for k, v in totals.items() if k != "done"}, time.perf_counter() - start)
+                self.log(f"{description}: {int(totals['done'])}/{total}  {info}".rstrip())
 
         yield advance
         elapsed = time.perf_counter() - start
@@ -80,6 +83,7 @@ class Reporter:
 
 
 _SUMMED = {"tokens", "hits", "misses"}
+_STEPS_SHOWN = 100
 
 
 def _info(totals: dict[str, Any], elapsed: float) -> str:

@@ -116,6 +116,8 @@ def _trained() -> tuple[Param, ...]:
     return (
         Param("generator", t_or(t_ref("generator"), NONE), None,
               "the generator whose samples and features it uses (default: the flow's at its defaults, without fine-tuning)"),
+        Param("prompter", t_or(t_ref("prompter"), NONE), None,
+              "the prompter of its training samples (default: the flow's, at its defaults)"),
         Param("temperature", t_float(0, 5), 0.8, "sampling temperature of its training samples"),
         Param("queries", t_int(0), 0, "train on at most this many queries of its split (0: all)", searchable=False),
         Param("features", FEATURES, "hidden", "hidden: the generator's mean-pooled hidden states; "
@@ -127,6 +129,11 @@ def _trained() -> tuple[Param, ...]:
 
 def _finetune_common() -> tuple[Param, ...]:
     return (
+        Param("generator", t_or(t_ref("generator"), NONE), None,
+              "the model to fine-tune, and its decoding for samples (default: the generator that lists this "
+              "fine-tuning, at its defaults)"),
+        Param("prompter", t_or(t_ref("prompter"), NONE), None,
+              "the prompter that formats its training examples (default: the flow's, at its defaults)"),
         Param("queries", t_int(0), 0, "train on at most this many records of its split (0: all)", searchable=False),
         Param("steps", t_int(1, 100000), 30, "optimizer steps"),
         Param("lr", t_float(0, 1, min_open=True), 5e-5, "learning rate (AdamW)"),
@@ -229,6 +236,8 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     Constructor("reward", "binary", "P(success | query, prompt) from offline prompt logs (Prompt-OIRL)", (
         Param("data", SPLIT, doc="queries the prompt candidates are run on", positional=True, searchable=False),
         Param("among", Type("refs", ("template",)), doc="the candidate templates", searchable=False),
+        Param("prompter", t_or(t_ref("prompter"), NONE), None,
+              "the prompter whose template is swapped for each candidate (default: the flow's, at its defaults)"),
         Param("queries", t_int(0), 0, "run the prompts on at most this many queries of its split (0: all)",
               searchable=False),
         Param("evaluator", t_or(t_ref("evaluator"), NONE), None, "the golden check (default: the flow's first)"),

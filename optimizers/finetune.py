@@ -26,6 +26,7 @@ from aldsl.answers import extract
 from aldsl.backends import GenRequest, content_hash, forget
 from aldsl.backends.registry import model_identity, resolve_model
 from aldsl.errors import UserError
+from aldsl.graph import unnamed
 from aldsl.prompts import Prompter
 from aldsl.rewards import RewardItem, RewardModel, load_reward
 from aldsl.session import decoding
@@ -65,13 +66,12 @@ def checkpoint_key(spec: dict[str, Any], session: Session, graph: ProgramGraph) 
     """Content hash of everything that determines the weights: not the declarations' names, nor what
     training never reads (the follow-up template; for sft the decoding but its seed, the evaluator
     and the answer extraction)."""
-    body = {k: v for k, v in spec.items() if k != "name"}
-    body["prompter"] = {k: v for k, v in spec["prompter"].items() if k not in ("name", "followup")}
-    body["generator"] = {k: v for k, v in spec["generator"].items() if k != "name"}
+    body = unnamed(spec)
+    body["prompter"] = {k: v for k, v in body["prompter"].items() if k != "followup"}
     if spec["kind"] == "sft":
         body = {k: v for k, v in body.items() if k not in ("evaluator", "answer")}
         body["generator"]["decoding"] = {"seed": spec["generator"]["decoding"]["seed"]}
-    reward = graph[spec["reward"]]["params"] if spec.get("reward") else None
+    reward = unnamed(graph[spec["reward"]]["params"]) if spec.get("reward") else None
     data = {f"{r['data']}.{r['split']}": session.split(graph, r) for r in _data_refs([body, reward])}
     gen = spec["generator"]
     identity = model_identity(resolve_model(gen["model"]), gen.get("checkpoint"))

@@ -241,3 +241,28 @@ def test_a_reward_trains_on_the_base_model_so_a_pinned_fine_tune_makes_no_cycle(
         assert graph["reward:bt"]["params"]["generator"]["finetune"] is None
         assert graph["generate_1"]["params"]["generator"]["finetune"] == "finetune:rlhf"
         assert graph.nodes().index("finetune:rlhf") > graph.nodes().index("reward:bt")
+
+
+@pytest.mark.parametrize("name", ["quickstart.alp", "01_sft.alp", "02_inverse_rlignment.alp", "03_rlhf.alp",
+                                  "08_reward_model.alp"])
+def test_a_pinned_program_trains_the_resources_its_search_used(name, tmp_path):
+    """Pinning non-default values must not change a reward's or fine-tuning's training (their content
+    keys ignore names), nor any node of the chain."""
+    from aldsl.graph import unnamed
+    from aldsl.pin import pin_source
+
+    source = ROOT / "programs" / name
+    space = aldsl.compile(source).search_space
+    values = {p.name: (p.choices[-1] if p.choices is not None else (int(p.high) if p.kind == "int" else p.high))
+              for p in space}
+    trial = aldsl.compile(source, values)
+    pinned = tmp_path / name
+    pinned.write_text(pin_source(trial.checked, trial.values).replace('"data/', f'"{ROOT}/programs/data/'))
+    written = aldsl.compile(pinned)
+    assert len(written.search_space) == 0
+    for node in trial.program_graph.nodes():
+        a, b = trial.program_graph[node], written.program_graph[node]
+        if a["op"] in ("reward_model", "finetune"):
+            assert unnamed(a["params"]) == unnamed(b["params"]), node
+        elif not node.startswith("data:"):
+            assert a["params"] == b["params"], node

@@ -21,6 +21,7 @@ from ..answers import extract
 from ..backends.base import content_hash
 from ..backends.registry import model_identity, resolve_model
 from ..errors import UserError
+from ..graph import unnamed
 from ..select import select
 from .base import RewardItem, Scored
 from .features import Features, feature_text
@@ -99,7 +100,7 @@ def ensure_artifact(spec: dict[str, Any], session: Session, records: Sequence[di
     if not records:
         raise UserError(f"reward {spec['name']!r}: its training split {spec['data']['data']}.{spec['data']['split']} "
                         "is empty; give it records to learn from")
-    body = {k: v for k, v in spec.items() if k != "name"}
+    body = unnamed(spec)
     key = content_hash(VERSION, body, list(records), list(identities))
 
     def validate(folder: Path, meta: dict[str, Any]) -> None:
