@@ -1,0 +1,41 @@
+"""Progress reporting: live bars on a terminal, one line per start, step and end in a log."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from aldsl.progress import Reporter
+
+
+def test_a_log_gets_a_line_per_start_step_and_end():
+    out = io.StringIO()
+    reporter = Reporter(console=Console(file=out, force_terminal=False, width=200))
+    with reporter.task("search: 3 trials", total=3) as advance:
+        advance(0, tokens=500)
+        advance(1, best="0.250")
+        advance(2, best="0.500")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "search: 3 trials ..."
+    assert lines[1].startswith("search: 3 trials: 1/3") and "best 0.250" in lines[1]
+    assert lines[2].startswith("search: 3 trials: 3/3") and "best 0.500" in lines[2]
+    assert lines[3].startswith("search: 3 trials: 3/3 done in") and len(lines) == 4
+
+
+def test_long_counts_log_only_start_and_end():
+    out = io.StringIO()
+    reporter = Reporter(console=Console(file=out, force_terminal=False, width=200))
+    with reporter.task("features: 500 texts", total=500) as advance:
+        for _ in range(5):
+            advance(100)
+    assert [line.split(":")[0] for line in out.getvalue().splitlines()] == ["features", "features"]
+
+
+def test_a_disabled_reporter_prints_nothing():
+    out = io.StringIO()
+    reporter = Reporter(enabled=False, console=Console(file=out))
+    with reporter.task("x", total=2) as advance:
+        advance(2)
+    reporter.log("hello")
+    assert out.getvalue() == ""
