@@ -209,6 +209,9 @@ class _Builder:
         gen = self.generator(f["generator"].name, self.trial, users)
         prompter_users: set[str] = set()
         prompter = self.prompter(f["prompter"].name, self.trial, prompter_users)
+        stops = [s for s in _demo_stops(prompter) if "decoding" in gen and s not in gen["decoding"]["stop"]]
+        if stops:
+            gen = {**gen, "decoding": {**gen["decoding"], "stop": [*gen["decoding"]["stop"], *stops]}}
         reward = f["reward"].name if isinstance(f["reward"], Link) else None
         reward_node = self.add_reward(reward) if reward else None
         finetune_node = self.add_finetune(gen["finetune"].split(":", 1)[1]) if gen.get("finetune") else None
@@ -242,6 +245,18 @@ class _Builder:
         g.g.add_edge("answer", "evaluate", flow="answers")
         g.g.add_edge("input", "evaluate", flow="records")
         return g
+
+
+def _demo_stops(prompter: Mapping[str, Any]) -> list[str]:
+    """Where the next demonstration would start (``"\\nQ:"``) when the prompt shows demonstrations: a
+    model that has answered goes on to invent question-answer pairs, whose answers would be read."""
+    demos = prompter.get("demos")
+    if not demos or not demos.get("k"):
+        return []
+    template = prompter["template"]
+    formats = [t.get("demo") or "" for t in template["among"]] if "among" in template else [template.get("demo") or ""]
+    heads = [f.split("{x}", 1)[0].strip() for f in formats if "{x}" in f]
+    return list(dict.fromkeys("\n" + h for h in heads if h))
 
 
 def _answer_spec(answer: Any) -> dict[str, Any]:

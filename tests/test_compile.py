@@ -266,3 +266,14 @@ def test_a_pinned_program_trains_the_resources_its_search_used(name, tmp_path):
             assert unnamed(a["params"]) == unnamed(b["params"]), node
         elif not node.startswith("data:"):
             assert a["params"] == b["params"], node
+
+
+def test_prompts_with_demonstrations_stop_where_the_next_one_would_start():
+    def stops(name: str, values: dict) -> list[str]:
+        graph = aldsl.compile(ROOT / "programs" / name, values).program_graph
+        return graph["generate_1"]["params"]["generator"]["decoding"]["stop"]
+
+    assert stops("05_few_shot.alp", {}) == ["\nQ:"]
+    assert stops("05_few_shot.alp", {"p.demos.k": 0}) == []
+    assert stops("06_thought_process.alp", {}) == ["\n", "\nQ:"]  # its own stop first
+    assert stops("quickstart.alp", {}) == [] and stops("quickstart.alp", {"p.demos.k": 2}) == ["\nQ:"]
