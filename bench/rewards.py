@@ -24,7 +24,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-3, help="learning rate of every reward head")
     ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--budget", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="change fields of the chosen budget, e.g. --budget train_queries=120 positives=demos")
     args = ap.parse_args()
 
     from aldsl.progress import Reporter
@@ -123,7 +125,11 @@ def main() -> int:
 
     budget = QUICK if args.quick else FULL
     mode = "quick" if args.quick else "full"
-    out = Path(args.out) / mode
+    if args.budget:
+        changes = dict(item.split("=", 1) for item in args.budget)
+        budget = replace(budget, **{k: type(getattr(budget, k))(v) for k, v in changes.items()})
+        mode += " (" + ", ".join(args.budget) + ")"
+    out = Path(args.out) / mode.split()[0]
     out.mkdir(parents=True, exist_ok=True)
     session = Session(reporter=Reporter(enabled=not args.quiet))
     head = HEAD.format(epochs=args.epochs, lr=args.lr)
@@ -280,8 +286,9 @@ def _write_results(tables: list[str], line: str, mode: str) -> None:
     load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{load}, "
                f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    section = "\n".join([BEGIN, "## Learned reward models (`bench/rewards.py" + (" --quick" if mode == "quick" else "")
-                         + "`)", "", f"Embedded model SmolLM2-135M-Instruct; machine: {machine}.", "", *tables,
+    flags = (" --quick" if mode.startswith("quick") else "") + (f" --budget {mode.split('(', 1)[1][:-1].replace(',', '')}"
+                                                                  if "(" in mode else "")
+    section = "\n".join([BEGIN, f"## Learned reward models (`bench/rewards.py{flags}`)", "", f"Embedded model SmolLM2-135M-Instruct; machine: {machine}.", "", *tables,
                          "```", line, "```", END])
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
