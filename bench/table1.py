@@ -2,7 +2,7 @@
 
     python bench/table1.py                 # the full setting: writes bench/results/table1.{md,json}
     python bench/table1.py --small         # the small setting (what `make test` runs, a few minutes)
-    python bench/table1.py --rows 4 5      # only some rows
+    python bench/table1.py --rows 4 5      # only some rows, merged into the earlier results
 
 Each row names a program in ``programs/``, the ``--set`` overrides of its small and full settings,
 and how it is measured:
@@ -234,11 +234,11 @@ def markdown(outcomes: list[Outcome], setting: str) -> str:
 def readme_table(outcomes: list[Outcome]) -> str:
     """The compact table the README shows between its ``table1`` markers."""
     rows = {r.number: r for r in ROWS}
-    lines = ["| # | objective (test) | baseline | aldsl | tokens | wall s |", "|---|---|---|---|---|---|"]
+    lines = ["| # | usage | objective (test) | baseline | aldsl | n | tokens | wall s |", "|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         r = rows[o.row]
-        lines.append(f"| {r.number} | {o.objective} | {o.baseline:.3f} ({r.baseline_label}) | **{o.optimized:.3f}** | "
-                     f"{o.tokens} | {o.seconds:.0f} |")
+        lines.append(f"| {r.number} | {r.usage} | {o.objective} | {o.baseline:.3f} ({r.baseline_label}) | "
+                     f"{o.optimized:.3f} | {o.n} | {o.tokens} | {o.seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -252,31 +252,43 @@ def update_readme(outcomes: list[Outcome]) -> None:
                         encoding="utf-8")
 
 
+def merged(earlier: list[Outcome], outcomes: list[Outcome]) -> list[Outcome]:
+    """Earlier results with these rows replaced, in row order."""
+    by_row = {o.row: o for o in earlier} | {o.row: o for o in outcomes}
+    return [by_row[n] for n in sorted(by_row)]
+
+
+def save(setting: str, outcomes: list[Outcome]) -> None:
+    """Write bench/results/table1[_small].{md,json} (and the README table for the full setting)."""
+    stem = "table1" if setting == "full" else "table1_small"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(markdown(outcomes, setting), encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps([o.to_json() for o in outcomes], indent=1, default=str),
+                                          encoding="utf-8")
+    if setting == "full":
+        update_readme(outcomes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="the small setting (tests)")
-    ap.add_argument("--rows", type=int, nargs="*", help="only these rows")
+    ap.add_argument("--rows", type=int, nargs="*", help="only these rows (merged into the earlier results)")
     ap.add_argument("--out", default=str(ROOT / "build" / "table1"), help="work folder (studies, artifacts)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     setting = "small" if args.small else "full"
     reporter = Reporter(enabled=not args.quiet)
-    chosen = [r for r in ROWS if not args.rows or r.number in args.rows]
-    outcomes = []
-    for row in chosen:
+    path = RESULTS / ("table1.json" if setting == "full" else "table1_small.json")
+    earlier = [Outcome(**o) for o in json.loads(path.read_text(encoding="utf-8"))] if args.rows and path.exists() else []
+    outcomes: list[Outcome] = []
+    for row in [r for r in ROWS if not args.rows or r.number in args.rows]:
         reporter.log(f"row {row.number}: {row.usage} ({row.program}, {setting})")
         outcome = run_row(row, setting, Path(args.out) / setting, reporter)
         reporter.log(f"row {row.number}: baseline {outcome.baseline:.3f} -> {outcome.optimized:.3f} "
                      f"({outcome.tokens} tokens, {outcome.seconds:.0f} s)")
         outcomes.append(outcome)
-    if not args.rows:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stem = "table1" if setting == "full" else "table1_small"
-        (RESULTS / f"{stem}.md").write_text(markdown(outcomes, setting), encoding="utf-8")
-        (RESULTS / f"{stem}.json").write_text(json.dumps([o.to_json() for o in outcomes], indent=1, default=str),
-                                              encoding="utf-8")
-        if setting == "full":
-            update_readme(outcomes)
+        save(setting, merged(earlier, outcomes))  # after every row: an interrupted run keeps what it measured
+    outcomes = merged(earlier, outcomes)
     print(markdown(outcomes, setting))
     gains = [o.optimized - o.baseline for o in outcomes]
     print(f"rows={len(outcomes)} improved={sum(g > 0 for g in gains)} mean_gain={sum(gains) / len(gains):.4f}")

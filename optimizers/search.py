@@ -20,6 +20,7 @@ import socket
 import time
 import warnings
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
 import optuna
@@ -218,7 +219,11 @@ def fail_dead_trials(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(t.user_attrs.get(WORKER_ATTR, ""))
         w_host, _, pid = worker.rpartition(":")
-        if w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        # A worker names itself within milliseconds of starting a trial; one killed in between left a
+        # trial with no name and maybe no heartbeat, which the storage would never call stale.
+        orphan = not worker and t.datetime_start is not None and \
+            (datetime.now() - t.datetime_start).total_seconds() > GRACE_S
+        if orphan or (w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             count += 1
     optuna.storages.fail_stale_trials(study)

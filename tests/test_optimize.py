@@ -413,3 +413,18 @@ def test_set_of_an_unsearched_parameter_is_kept_and_fingerprinted(tmp_path, isol
     capsys.readouterr()
     assert main(["optimize", str(path), "--out", out, "--quiet", "--set", "main.select=argmax"]) == 2
     assert "different program" in capsys.readouterr().err
+
+
+def test_a_trial_killed_before_it_named_its_worker_is_failed_after_the_grace_period(tmp_path, monkeypatch):
+    from optimizers import search
+
+    storage = search._storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan = study.ask()  # RUNNING, no worker attribute, no heartbeat: as after a kill -9 at the wrong moment
+    named = study.ask()
+    named.set_user_attr(search.WORKER_ATTR, f"elsewhere:{os.getpid()}")  # another machine's live worker
+    assert search.fail_dead_trials(study) == 0  # within the grace period nothing is touched
+    monkeypatch.setattr(search, "GRACE_S", -1)
+    assert search.fail_dead_trials(study) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}
