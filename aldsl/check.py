@@ -88,6 +88,14 @@ class Checked:
     def of_kind(self, kind: str) -> list[CheckedDecl]:
         return [d for d in self.decls.values() if d.kind == kind]
 
+    def generator_of(self, finetune: str) -> str | None:
+        """The model generator whose ``finetune`` (its value or any of its choices) is ``finetune``."""
+        for d in self.of_kind("generator"):
+            if d.ctor == "model" and any(isinstance(v, Link) and v.name == finetune
+                                         for v in options_of(d.params["finetune"])):
+                return d.name
+        return None
+
     @property
     def flow(self) -> CheckedDecl:
         return self.of_kind("flow")[0]

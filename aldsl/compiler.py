@@ -14,7 +14,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from . import templates
-from .check import Checked, Link, Nested, SplitLink, options_of
+from .check import Checked, Link, Nested, SplitLink
 from .graph import ProgramGraph
 from .space import SearchSpace, concretize, extract, to_json_value
 
@@ -103,7 +103,7 @@ class _Builder:
         return chosen.name if isinstance(chosen, Link) else chosen
 
     def _flow_generator(self, g: Any) -> str:
-        return g.name if isinstance(g, Link) else self.trial[self.flow_name]["generator"].name
+        return self._named(g, self.trial[self.flow_name]["generator"])
 
     def _flow_evaluator(self, e: Any, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
         if isinstance(e, Link):
@@ -182,11 +182,10 @@ class _Builder:
 
     def _base_generator(self, finetune: str) -> str:
         """The generator whose finetune (a value or any of its choices) is this one."""
-        for d in self.checked.of_kind("generator"):
-            if d.ctor == "model" and any(isinstance(v, Link) and v.name == finetune
-                                         for v in options_of(d.params["finetune"])):
-                return d.name
-        raise AssertionError(f"finetune {finetune} has no generator")
+        base = self.checked.generator_of(finetune)
+        if base is None:
+            raise AssertionError(f"finetune {finetune} has no generator")
+        return base
 
     def _link_resources(self, node: str, spec: Mapping[str, Any]) -> None:
         """Edges from the data sources and resources a spec mentions into ``node``."""

@@ -6,7 +6,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from . import ast
-from .check import Checked, Link, Nested, SearchVal, options_of
+from .check import Checked, Link, Nested, SearchVal
 from .schema import TRAINED_REWARDS
 from .space import to_json_value
 
@@ -171,8 +171,4 @@ def _takes_flow_default(checked: Checked, d: Any, param: str, flow_value: str) -
         return d.ctor in TRAINED_REWARDS or (d.ctor == "critic" and param == "generator")
     if d.kind != "finetune":
         return False
-    if param == "prompter":
-        return True
-    return any(g.name == flow_value and any(isinstance(v, Link) and v.name == d.name
-                                            for v in options_of(g.params.get("finetune")))
-               for g in checked.of_kind("generator"))
+    return param == "prompter" or checked.generator_of(d.name) == flow_value

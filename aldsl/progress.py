@@ -49,8 +49,7 @@ class Reporter:
         totals: dict[str, float] = {}
 
         def advance(n: int = 1, **fields: Any) -> None:
-            for k, v in fields.items():
-                totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
+            _add(totals, fields)
             assert self._progress is not None
             self._progress.update(task_id, advance=n, info=_info(totals, time.perf_counter() - start))
 
@@ -62,28 +61,34 @@ class Reporter:
                 self._progress.stop()
                 self._progress = None
 
-
     def _lines(self, description: str, total: int | None) -> Iterator[Advance]:
         start = time.perf_counter()
         totals: dict[str, float] = {}
+        done = 0
         self.log(f"{description} ...")
 
         def advance(n: int = 1, **fields: Any) -> None:
-            totals["done"] = totals.get("done", 0) + n
-            for k, v in fields.items():
-                totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
+            nonlocal done
+            done += n
+            _add(totals, fields)
             if n and total and total <= _STEPS_SHOWN:  # a line per step of a short count (trials, promotions)
-                info = _info({k: v for k, v in totals.items() if k != "done"}, time.perf_counter() - start)
-                self.log(f"{description}: {int(totals['done'])}/{total}  {info}".rstrip())
+                info = _info(totals, time.perf_counter() - start)
+                self.log(f"{description}: {done}/{total}  {info}".rstrip())
 
         yield advance
         elapsed = time.perf_counter() - start
-        done = f"{int(totals.pop('done', 0))}/{total} " if total else ""
-        self.log(f"{description}: {done}done in {elapsed:.0f} s  {_info(totals, elapsed)}".rstrip())
+        count = f"{done}/{total} " if total else ""
+        self.log(f"{description}: {count}done in {elapsed:.0f} s  {_info(totals, elapsed)}".rstrip())
 
 
 _SUMMED = {"tokens", "hits", "misses"}
 _STEPS_SHOWN = 100
+
+
+def _add(totals: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Fold an advance's fields into the task's totals: counters add up, other fields replace."""
+    for k, v in fields.items():
+        totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
 
 
 def _info(totals: dict[str, Any], elapsed: float) -> str:

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from aldsl.answers import extract
 from aldsl.backends import GenRequest, content_hash, forget
 from aldsl.backends.registry import model_identity, resolve_model
+from aldsl.backends.transformers_backend import pick_device
 from aldsl.errors import UserError
 from aldsl.graph import unnamed
 from aldsl.prompts import Prompter
 from aldsl.rewards import RewardItem, RewardModel, load_reward
 from aldsl.session import decoding
 
-from .training import Example, Settings, free_memory, load_trainable, save, train, training_device
+from .training import Example, Settings, free_memory, load_trainable, save, train
 
 if TYPE_CHECKING:
     from aldsl.graph import ProgramGraph
@@ -193,7 +194,7 @@ def _train_and_save(spec: dict[str, Any], session: Session, graph: ProgramGraph,
     gen = spec["generator"]
     settings = Settings(steps=spec["steps"], lr=spec["lr"], batch=spec["batch"], lora=spec["lora"],
                         lora_rank=spec["lora_rank"], seed=gen["decoding"]["seed"])
-    device = training_device(session.model_spec(gen, graph).device)
+    device = pick_device(session.model_spec(gen, graph).device)
     resolved = resolve_model(gen["model"])
     model, tokenizer = load_trainable(start or resolved.path, settings, device)
     label = f"{spec['name']}: fine-tuning on {len(examples)} examples" + (" (LoRA)" if settings.lora else "")

@@ -67,15 +67,6 @@ class TrainResult:
                 "target_tokens": self.target_tokens, "trainable_parameters": self.trainable}
 
 
-def training_device(device: str) -> torch.device:
-    """``auto`` means CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"fine-tuning asked for device {device!r} but no CUDA GPU is available")
-    return torch.device(device)
-
-
 def load_trainable(folder: Path, settings: Settings, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """A fresh fp32 training copy of the model in ``folder`` (with a LoRA adapter if asked) and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

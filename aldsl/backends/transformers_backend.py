@@ -154,7 +154,7 @@ class TransformersBackend:
         self.spec = spec
         self.resolved: ResolvedModel = resolve_model(spec.name)
         self.identity = model_identity(self.resolved, spec.checkpoint)
-        self.device = _pick_device(spec.device)
+        self.device = pick_device(spec.device)
         dtype = _pick_dtype(spec.dtype, self.device)
         tokenizer_dir = self.resolved.path
         if spec.checkpoint is not None and (checkpoint_dir(spec.checkpoint) / "tokenizer_config.json").is_file():
@@ -460,7 +460,8 @@ class TransformersBackend:
         return max(1024, min(CPU_BATCH_TOKENS, int(0.25 * free / per_token))) if free > 0 else CPU_BATCH_TOKENS
 
 
-def _pick_device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU; a CUDA device asked for on a machine without one is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
