@@ -35,7 +35,7 @@ SEARCH = """program arith_search "arithmetic: search psi, L and theta with a lea
 
 data problems = jsonl("{data}", input = "question", target = "answer", demo = "solution")
 
-finetune sft_demos = sft(problems.train, queries = {sft_queries}, steps = {sft_steps}, lr = {sft_lr}, batch = 8)
+finetune sft_demos = sft(problems.train, steps = {sft_steps}, lr = {sft_lr}, batch = 8)
 
 generator g = model("smollm2-135m", temperature = 0.0 in {{0.0, 0.7}}, max_tokens = 64,
                     finetune = none in {{none, sft_demos}})
@@ -73,9 +73,9 @@ optimize oirl = oirl(objective = acc, on = problems.dev, reward = success, queri
                      report_queries = {report_queries})
 """
 
-QUICK = dict(trials=8, minibatch=16, queries=32, report_queries=40, orm_queries=32, sft_queries=96, sft_steps=20,
+QUICK = dict(trials=8, minibatch=16, queries=32, report_queries=40, orm_queries=32, sft_steps=20,
              sft_lr=5e-5, max_samples=4)
-FULL = dict(trials=24, minibatch=24, queries=100, report_queries=200, orm_queries=120, sft_queries=360, sft_steps=40,
+FULL = dict(trials=24, minibatch=24, queries=100, report_queries=200, orm_queries=120, sft_steps=40,
             sft_lr=5e-5, max_samples=8)
 OIRL_QUICK = dict(train=0.03, dev=0.03, test=0.94, queries=20, report_queries=30, among="zero_shot, cot, direct")
 OIRL_FULL = dict(train=0.2, dev=0.1, test=0.7, queries=100, report_queries=200,

@@ -30,6 +30,7 @@ from aldsl.errors import UserError
 from aldsl.graph import unnamed
 from aldsl.prompts import Prompter
 from aldsl.rewards import RewardItem, RewardModel, load_reward
+from aldsl.rewards.trained import training_records
 from aldsl.session import decoding
 
 from .training import Example, Settings, free_memory, load_trainable, save, train
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from aldsl.session import Session
 
 KIND = "finetune"
-VERSION = 1  # bump when training changes what a spec produces, so old checkpoints are not reused
+VERSION = 2  # bump when training changes what a spec produces, so old checkpoints are not reused
 PASS = 0.5  # a golden evaluator score at least this counts as correct
 FALLBACK_TEMPERATURE = 0.8  # rejection sampling of a greedy generator: identical samples teach nothing
 
@@ -52,7 +53,7 @@ def ensure_checkpoint(spec: dict[str, Any], session: Session, graph: ProgramGrap
     found = session.artifacts.find(KIND, key, _validate)
     if found is not None:
         return found
-    records = session.split(graph, spec["data"])
+    records = training_records(spec, session, graph)
     if spec["kind"] == "sft":
         examples, info = sft_examples(spec, session, graph, records), {}
     elif spec["kind"] == "rejection":
@@ -152,7 +153,7 @@ def _iterative(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> P
     found = session.artifacts.find(KIND, keys[-1], _validate)
     if found is not None:
         return found
-    records = session.split(graph, spec["data"])
+    records = training_records(spec, session, graph)
     current: Path | None = None
     for k, key in enumerate(keys, 1):
         found = session.artifacts.find(KIND, key, _validate)

@@ -174,6 +174,15 @@ def test_lora_saves_merged_weights_and_keeps_the_adapter(tmp_path, tiny_model_di
     assert backend.identity != load_backend(ModelSpec(name=str(tiny_model_dir))).identity
 
 
+def test_queries_cuts_the_training_records(tmp_path, tiny_model_dir, session):
+    sft = checkpoint(program(tmp_path, tiny_model_dir, "finetune ft = sft(d.train, queries = 2, steps = 1)"), session)
+    assert [e["target"] for e in examples(sft)] == [r["solution"] for r in rows()[:2]]
+    decl = "finetune ft = rejection(d.train, queries = 3, samples = 2, steps = 1, reward = r)"
+    rejection = checkpoint(program(tmp_path, tiny_model_dir, decl, extra='reward r = external(call = "scores.py:length")'),
+                           session)
+    assert meta(rejection)["data"]["queries"] == 3 and len(examples(rejection)) == 3
+
+
 def test_rejection_keeps_the_top_reward_sample_per_query(tmp_path, tiny_model_dir, session):
     prog = program(tmp_path, tiny_model_dir, "finetune ft = rejection(d.train, reward = r, samples = 3, steps = 2)",
                    extra='reward r = external(call = "scores.py:length")')

@@ -60,7 +60,7 @@ def generator_identity(session: Session, gen: dict[str, Any], graph: ProgramGrap
 
 
 def training_records(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> list[dict[str, Any]]:
-    """The records a reward trains on: its split, cut to the first ``queries`` when that is set."""
+    """The records a reward or fine-tuning trains on: its split, cut to the first ``queries`` when set."""
     records = session.split(graph, spec["data"])
     limit = spec.get("queries") or 0
     return records[:limit] if limit > 0 else records
