@@ -128,7 +128,7 @@ def _search(args: argparse.Namespace, session, out: Path, mode: str) -> None:
     table = [f"### Search over psi, L and theta with a learned ORM ({mode})", "", *_table(result), "",
              _changed(result), "",
              f"Wall time {(time.perf_counter() - start) / 60:.1f} min ({result.ran} trials run by this invocation); "
-             f"report: `{result.report.relative_to(ROOT)}`.", ""]
+             f"report: `{_shown(result.report)}`.", ""]
     print("\n".join(table))
     (out / "search.md").write_text("\n".join(table), encoding="utf-8")
     default, best = result.score("defaults", "test"), result.score("optimized", "test")
@@ -153,6 +153,11 @@ def _oirl(args: argparse.Namespace, session, out: Path, mode: str) -> None:
              f"Binary reward model: {metrics}.", "", f"Wall time {(time.perf_counter() - start) / 60:.1f} min.", ""]
     print("\n".join(table))
     (out / "oirl.md").write_text("\n".join(table), encoding="utf-8")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (``--out`` may point elsewhere)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _fresh_study(db: Path) -> None:
