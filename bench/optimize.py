@@ -19,9 +19,6 @@ tables into the ``optimize`` section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -80,8 +77,6 @@ FULL = dict(trials=24, minibatch=24, queries=100, report_queries=200, orm_querie
 OIRL_QUICK = dict(train=0.03, dev=0.03, test=0.94, queries=20, report_queries=30, among="zero_shot, cot, direct")
 OIRL_FULL = dict(train=0.2, dev=0.1, test=0.7, queries=100, report_queries=200,
                  among="zero_shot, cot, plan_solve, concise, direct")
-
-BEGIN, END = "<!-- optimize:begin -->", "<!-- optimize:end -->"
 
 
 def main() -> int:
@@ -184,27 +179,17 @@ def _changed(result) -> str:
 
 def _write_results(out: Path, mode: str) -> None:
     """Put this mode's tables (those produced so far) into the optimize section of bench/RESULTS.md."""
+    from bench.publish import machine, write_section
+
     parts = [(out / name).read_text(encoding="utf-8") for name in ("search.md", "oirl.md") if (out / name).exists()]
     if not parts:
         return
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-               f"Python {platform.python_version()}, torch threads {_threads()}")
     line = (out / "line.txt").read_text(encoding="utf-8").strip() if (out / "line.txt").exists() else ""
-    section = "\n".join([BEGIN, f"## Optimization (`bench/optimize.py{' --quick' if mode == 'quick' else ''}`)", "",
-                         "Arithmetic word problems (`programs/data/arith.jsonl`: 1, 2 and 3 steps), embedded model "
-                         f"SmolLM2-135M-Instruct; machine: {machine}. Test rows are the held-out split, read once "
-                         "after the search.", "", *parts, *(["```", line, "```"] if line else []), END])
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+    write_section(ROOT / "bench" / "RESULTS.md", "optimize", "\n".join([
+        f"## Optimization (`bench/optimize.py{' --quick' if mode == 'quick' else ''}`)", "",
+        "Arithmetic word problems (`programs/data/arith.jsonl`: 1, 2 and 3 steps), embedded model "
+        f"SmolLM2-135M-Instruct; machine: {machine()}. Test rows are the held-out split, read once after the search.",
+        "", *parts, *(["```", line, "```"] if line else [])]))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DATA = ROOT / "programs" / "data"
-BEGIN, END = "<!-- rewards:begin -->", "<!-- rewards:end -->"
 LEARNED = {"orm": "ORM (outcome)", "prm": "PRM (process)", "irl": "discriminator (IRL)", "bt": "Bradley-Terry"}
 
 ARITH = """program rewards_arith "best-of-L on arithmetic with learned rewards"
@@ -282,20 +278,13 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _write_results(tables: list[str], line: str, mode: str) -> None:
-    import torch
+    from bench.publish import machine, write_section
 
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{load}, "
-               f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     flags = (" --quick" if mode.startswith("quick") else "") + (f" --budget {mode.split('(', 1)[1][:-1].replace(',', '')}"
                                                                   if "(" in mode else "")
-    section = "\n".join([BEGIN, f"## Learned reward models (`bench/rewards.py{flags}`)", "", f"Embedded model SmolLM2-135M-Instruct; machine: {machine}.", "", *tables,
-                         "```", line, "```", END])
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_section(ROOT / "bench" / "RESULTS.md", "rewards", "\n".join([
+        f"## Learned reward models (`bench/rewards.py{flags}`)", "",
+        f"Embedded model SmolLM2-135M-Instruct; machine: {machine()}.", "", *tables, "```", line, "```"]))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ import aldsl  # noqa: E402
 from aldsl.cache import GenerationCache  # noqa: E402
 from aldsl.progress import Reporter  # noqa: E402
 from aldsl.session import Session  # noqa: E402
+from bench.publish import machine, write_section  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -198,13 +197,6 @@ def bo_baselines(program: aldsl.CompiledProgram, ran: Any) -> dict[str, float]:
     return out
 
 
-def machine() -> str:
-    import torch
-
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, torch "
-            f"{torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
-
-
 def markdown(outcomes: list[Outcome], setting: str) -> str:
     rows = {r.number: r for r in ROWS}
     lines = [f"# Table 1 on the embedded model ({setting} setting)", "",
@@ -243,13 +235,7 @@ def readme_table(outcomes: list[Outcome]) -> str:
 
 
 def update_readme(outcomes: list[Outcome]) -> None:
-    path = ROOT / "README.md"
-    text = path.read_text(encoding="utf-8")
-    begin, end = "<!-- table1:begin -->", "<!-- table1:end -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        path.write_text(head + begin + "\n" + readme_table(outcomes) + "\n" + end + rest.split(end, 1)[1],
-                        encoding="utf-8")
+    write_section(ROOT / "README.md", "table1", readme_table(outcomes), append=False)
 
 
 def merged(earlier: list[Outcome], outcomes: list[Outcome]) -> list[Outcome]:
