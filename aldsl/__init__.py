@@ -16,12 +16,12 @@ __all__ = ["CompiledProgram", "compile", "load_graph", "load_optimized"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .program import CompiledProgram, compile, load_graph, load_optimized
+    from aldsl.program import CompiledProgram, compile, load_graph, load_optimized
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import program
+        from aldsl import program
 
         return getattr(program, name)
     raise AttributeError(f"module 'aldsl' has no attribute {name!r}")

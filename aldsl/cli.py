@@ -12,7 +12,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
-from .errors import UserError
+from aldsl.errors import UserError
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -26,7 +26,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 
 def _compile(path: str, sets: list[str] | None = None):
-    from .program import compile
+    from aldsl.program import compile
 
     values = parse_sets(sets or [])
     return compile(Path(path), values)
@@ -81,7 +81,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 @command
 def cmd_graph(args: argparse.Namespace) -> int:
     if args.file.endswith(".json"):
-        from .program import load_graph
+        from aldsl.program import load_graph
 
         compiled = load_graph(args.file)
     else:
@@ -106,8 +106,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 @command
 def cmd_run(args: argparse.Namespace) -> int:
-    from .progress import Reporter
-    from .session import Session
+    from aldsl.progress import Reporter
+    from aldsl.runtime.session import Session
 
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
@@ -138,8 +138,8 @@ def print_run(result) -> None:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from optimizers.run import optimize
 
-    from .progress import Reporter
-    from .session import Session
+    from aldsl.progress import Reporter
+    from aldsl.runtime.session import Session
 
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
@@ -182,9 +182,9 @@ def print_optimize(result) -> None:
 @command
 def cmd_reward(args: argparse.Namespace) -> int:
     """``aldsl reward fit FILE``: train (or load) the program's reward models and print held-out metrics."""
-    from .progress import Reporter
-    from .rewards.trained import fit_program_rewards
-    from .session import Session
+    from aldsl.progress import Reporter
+    from aldsl.program import fit_program_rewards
+    from aldsl.runtime.session import Session
 
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
@@ -201,7 +201,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 @command
 def cmd_doc(args: argparse.Namespace) -> int:
-    from .docs import reference
+    from aldsl.language.docs import reference
 
     print(reference(args.kind))
     return 0

@@ -8,15 +8,18 @@ from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
-from .check import Checked, check
-from .compiler import compile_checked
-from .errors import UserError
-from .executor import Executor, RunResult, inputs_to_records
-from .graph import ProgramGraph
-from .parser import parse, parse_file
-from .session import Session
-from .overrides import apply_overrides
-from .space import SearchSpace, extract
+from aldsl.language.check import Checked, check
+from aldsl.compiler.builder import compile_checked
+from aldsl.errors import UserError
+from aldsl.runtime.executor import Executor, inputs_to_records
+from aldsl.runtime.traces import RunResult
+from aldsl.compiler.graph import ProgramGraph
+from aldsl.language.parser import parse, parse_file
+from aldsl.runtime.session import Session
+from aldsl.language.overrides import apply_overrides
+from aldsl.language.schema import TRAINED_REWARDS
+from aldsl.language.space import SearchSpace, extract
+from aldsl.store.data import forbid_splits
 
 
 class CompiledProgram:
@@ -119,3 +122,24 @@ def load_optimized(folder: str | Path) -> CompiledProgram:
     compiled = compile(path)
     compiled.session = Session(extra_artifacts=[Path(folder) / "artifacts"])
     return compiled
+
+
+def fit_program_rewards(compiled: CompiledProgram, session: Session,
+                        names: Sequence[str] | None = None) -> dict[str, tuple[str, dict[str, float]]]:
+    """Fit (or load) the trained rewards a program declares (all, or ``names``), never reading its
+    test split; returns each reward's family and held-out metrics."""
+    if compiled.checked is None:
+        raise UserError("fitting rewards needs the program's source; pass the .alp file, not a saved graph")
+    declared = {d.name: d.ctor for d in compiled.checked.of_kind("reward") if d.ctor in TRAINED_REWARDS}
+    wanted = list(names or declared)
+    unknown = [n for n in wanted if n not in declared]
+    if unknown:
+        raise UserError(f"--reward {unknown[0]}: the program declares no trained reward of that name; its trained "
+                        f"rewards are: {', '.join(declared) or 'none'}")
+    graph, _ = compile_checked(compiled.checked, compiled.values, rewards=wanted)
+    fitted = {}
+    with forbid_splits("test"):
+        for name in wanted:
+            model = session.reward(f"reward:{name}", graph)
+            fitted[name] = (declared[name], dict(getattr(model, "metrics", {})))
+    return fitted

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import aldsl
-from aldsl.check import check
-from aldsl.parser import parse
+from aldsl.language.check import check
+from aldsl.language.parser import parse
 
 PROGRAM = """program bench "compile benchmark"
 data d = jsonl("data.jsonl", input = "q", target = "a", demo = "s")

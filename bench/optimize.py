@@ -92,7 +92,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from aldsl.progress import Reporter
-    from aldsl.session import Session
+    from aldsl.runtime.session import Session
 
     mode = "quick" if args.quick else "full"
     out = Path(args.out) / mode

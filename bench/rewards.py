@@ -118,7 +118,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from aldsl.progress import Reporter
-    from aldsl.session import Session
+    from aldsl.runtime.session import Session
 
     budget = QUICK if args.quick else FULL
     mode = "quick" if args.quick else "full"
@@ -158,9 +158,9 @@ def main() -> int:
 def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Fit every learned reward on train, then test accuracy of each selection rule on the same L samples."""
     import aldsl
-    from aldsl.answers import extract
-    from aldsl.data import forbid_splits
-    from aldsl.executor import Executor
+    from aldsl.ops.answers import extract
+    from aldsl.store.data import forbid_splits
+    from aldsl.runtime.executor import Executor
 
     compiled = aldsl.compile(path)
     fit_info: dict[str, dict[str, Any]] = {}
@@ -193,8 +193,8 @@ def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], di
 def preference_pairs(path: Path, session) -> dict[str, Any]:
     """BT on prefs_arith train pairs; pairwise accuracy on its test pairs (read after fitting)."""
     import aldsl
-    from aldsl.data import forbid_splits
-    from aldsl.executor import Executor
+    from aldsl.store.data import forbid_splits
+    from aldsl.runtime.executor import Executor
 
     compiled = aldsl.compile(path)
     with forbid_splits("test"):
@@ -208,8 +208,9 @@ def preference_pairs(path: Path, session) -> dict[str, Any]:
 def review_pairs(path: Path, budget: Budget, session) -> dict[str, Any]:
     """BT on self-made VADER-ranked pairs of review samples; accuracy on pairs made the same way on test."""
     import aldsl
-    from aldsl.data import forbid_splits
-    from aldsl.executor import Executor, sample
+    from aldsl.store.data import forbid_splits
+    from aldsl.ops.sampling import sample
+    from aldsl.runtime.executor import Executor
 
     compiled = aldsl.compile(path)
     graph = compiled.program_graph

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aldsl  # noqa: E402
-from aldsl.cache import GenerationCache  # noqa: E402
+from aldsl.backends.cache import GenerationCache  # noqa: E402
 from aldsl.progress import Reporter  # noqa: E402
-from aldsl.session import Session  # noqa: E402
+from aldsl.runtime.session import Session  # noqa: E402
 from bench.publish import machine, write_section  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

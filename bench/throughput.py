@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 import aldsl  # noqa: E402
 from aldsl.backends import load_backend  # noqa: E402
-from aldsl.cache import GenerationCache  # noqa: E402
-from aldsl.executor import Executor  # noqa: E402
-from aldsl.session import Session  # noqa: E402
+from aldsl.backends.cache import GenerationCache  # noqa: E402
+from aldsl.runtime.executor import Executor  # noqa: E402
+from aldsl.runtime.session import Session  # noqa: E402
 
 PROGRAM = """program throughput "zero-shot arithmetic, L samples"
 data problems = jsonl("{data}", input = "question", target = "answer")

@@ -13,14 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from aldsl.artifacts import ArtifactStore
-from aldsl.executor import Executor
+from aldsl.store.artifacts import ArtifactStore
+from aldsl.runtime.executor import Executor
 from aldsl.progress import Advance
 
 if TYPE_CHECKING:
-    from aldsl.graph import ProgramGraph
+    from aldsl.compiler.graph import ProgramGraph
     from aldsl.program import CompiledProgram
-    from aldsl.session import Session
+    from aldsl.runtime.session import Session
 
 
 @dataclass

@@ -15,23 +15,23 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from aldsl.backends.base import content_hash
-from aldsl.check import check
-from aldsl.compiler import compile_checked
-from aldsl.data import forbid_splits
+from aldsl.store.hashing import content_hash
+from aldsl.language.check import check
+from aldsl.compiler.builder import compile_checked
+from aldsl.store.data import forbid_splits
 from aldsl.errors import UserError
-from aldsl.executor import Executor
-from aldsl.parser import parse
-from aldsl.pin import pin_source
+from aldsl.runtime.executor import Executor
+from aldsl.language.parser import parse
+from aldsl.language.pin import pin_source
 from aldsl.program import CompiledProgram, compile
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
-from .evaluation import Evaluation, evaluate, prepare_resources, seeded_subset
-from .output import recording_session, ship_artifacts, write_optimized
-from .report import OptimizeResult, Row, paired_difference, write_report
+from optimizers.evaluation import Evaluation, evaluate, prepare_resources, seeded_subset
+from optimizers.output import recording_session, ship_artifacts, write_optimized
+from optimizers.report import OptimizeResult, Row, paired_difference, write_report
 
 if TYPE_CHECKING:
-    from .run import Settings
+    from optimizers.run import Settings
 
 OPTIMIZED = "optimized"
 

@@ -8,15 +8,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from aldsl import ast
+from aldsl.language import ast
 from aldsl.backends.registry import EMBEDDED
-from aldsl.check import Checked, check
-from aldsl.parser import parse
-from aldsl.pin import pin_source
+from aldsl.language.check import Checked, check
+from aldsl.language.parser import parse
+from aldsl.language.pin import pin_source
 from aldsl.program import compile
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
-from .evaluation import RecordingStore
+from optimizers.evaluation import RecordingStore
 
 OPTIMIZED = "optimized.alp"
 ARTIFACTS = "artifacts"

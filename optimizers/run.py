@@ -27,17 +27,17 @@ from typing import Any, Mapping
 import optuna
 from optuna.trial import Trial, TrialState
 
-from aldsl.backends.base import content_hash
-from aldsl.data import forbid_splits
+from aldsl.store.hashing import content_hash
+from aldsl.store.data import forbid_splits
 from aldsl.errors import UserError
-from aldsl.executor import Executor
+from aldsl.runtime.executor import Executor
 from aldsl.program import CompiledProgram
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
-from . import search
-from .evaluation import Evaluation, evaluate, seeded_subset
-from .output import recording_session, ship_artifacts, write_optimized
-from .report import OptimizeResult, Row, paired_difference, write_report
+from optimizers import search
+from optimizers.evaluation import Evaluation, evaluate, seeded_subset
+from optimizers.output import recording_session, ship_artifacts, write_optimized
+from optimizers.report import OptimizeResult, Row, paired_difference, write_report
 
 CHUNKS = 4  # minibatch parts scored in turn, so the pruner can stop a trial after the second
 
@@ -116,7 +116,7 @@ def optimize(compiled: CompiledProgram, *, session: Session | None = None, out_d
     if settings.method == "oirl":
         if workers > 1 or search_only:
             raise UserError("oirl has no trials to share between workers; run it without --workers/--search-only")
-        from .oirl import run_oirl
+        from optimizers.oirl import run_oirl
 
         result = run_oirl(compiled, settings, session, folder, dict(pinned))
     else:

@@ -29,9 +29,9 @@ from optuna.samplers import BaseSampler, CmaEsSampler, GridSampler, RandomSample
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from aldsl.errors import UserError
-from aldsl.pin import _literal
+from aldsl.language.pin import _literal
 from aldsl.progress import Advance
-from aldsl.space import SearchParam
+from aldsl.language.space import SearchParam
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aldsl.answers import KINDS, extract, normalize_number
+from aldsl.ops.answers import KINDS, extract, normalize_number
 
 
 @pytest.mark.parametrize(

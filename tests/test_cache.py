@@ -10,8 +10,8 @@ from typing import Sequence
 import pytest
 
 from aldsl.backends import Backend, Completion, Decoding, GenRequest, ModelSpec, Progress, load_backend
-from aldsl.cache import CachedBackend, GenerationCache, cache_key, default_cache_path
-from aldsl.paths import cache_dir
+from aldsl.backends.cache import CachedBackend, GenerationCache, cache_key, default_cache_path
+from aldsl.store.paths import cache_dir
 
 PROMPTS = ["Hi", "The quick brown fox jumps over the lazy dog because it", "Question: two plus two? Answer:"]
 SAMPLING = Decoding(temperature=0.9, top_p=0.95, max_tokens=6, seed=3)

@@ -12,10 +12,10 @@ import networkx as nx
 import pytest
 
 import aldsl
-from aldsl.compiler import node_count
+from aldsl.compiler.builder import node_count
 from aldsl.errors import UserError
-from aldsl.graph import ProgramGraph
-from aldsl.parser import grammar_text
+from aldsl.compiler.graph import ProgramGraph
+from aldsl.language.parser import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "programs").glob("*.alp"))
@@ -204,7 +204,7 @@ def test_set_overrides_parameters_that_are_not_searched(tmp_path):
 
 
 def test_pinned_source_keeps_comments_and_writes_overrides(tmp_path):
-    from aldsl.pin import pin_source
+    from aldsl.language.pin import pin_source
 
     path = write_program(tmp_path, "# a comment that stays\n" + SEARCHY.replace("{T}", "1").replace("{L}", "4"))
     compiled = aldsl.compile(path, {"main.samples": 6, "p.template": "direct", "g.max_tokens": 12,
@@ -222,7 +222,7 @@ def test_pinned_source_keeps_comments_and_writes_overrides(tmp_path):
 
 
 def test_several_overrides_of_one_declaration_are_each_written_in_place():
-    from aldsl.pin import pin_source
+    from aldsl.language.pin import pin_source
 
     compiled = aldsl.compile(ROOT / "programs" / "01_sft.alp",
                              {"sft_demos.steps": 2, "sft_demos.batch": 3, "sft_demos.queries": 8})
@@ -231,7 +231,7 @@ def test_several_overrides_of_one_declaration_are_each_written_in_place():
 
 
 def test_a_reward_trains_on_the_base_model_so_a_pinned_fine_tune_makes_no_cycle(tmp_path):
-    from aldsl.pin import pin_source
+    from aldsl.language.pin import pin_source
 
     compiled = aldsl.compile(ROOT / "programs" / "03_rlhf.alp", {"g.finetune": "rlhf"})
     pinned = tmp_path / "pinned.alp"
@@ -248,8 +248,8 @@ def test_a_reward_trains_on_the_base_model_so_a_pinned_fine_tune_makes_no_cycle(
 def test_a_pinned_program_trains_the_resources_its_search_used(name, tmp_path):
     """Pinning non-default values must not change a reward's or fine-tuning's training (their content
     keys ignore names), nor any node of the chain."""
-    from aldsl.graph import unnamed
-    from aldsl.pin import pin_source
+    from aldsl.compiler.graph import unnamed
+    from aldsl.language.pin import pin_source
 
     source = ROOT / "programs" / name
     space = aldsl.compile(source).search_space

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aldsl.data import (
+from aldsl.store.data import (
     DataError,
     DataSpec,
     SplitForbidden,
@@ -58,7 +58,7 @@ def test_fraction_splits_depend_on_seed_not_on_file_order(qa: Path, tmp_path: Pa
 
 def test_fraction_splits_are_the_same_in_fresh_processes_with_any_hash_seed(qa: Path) -> None:
     code = (
-        "import sys; from aldsl.data import DataSpec, load; "
+        "import sys; from aldsl.store.data import DataSpec, load; "
         "print(','.join(r['id'] for r in load(DataSpec('jsonl', sys.argv[1], input='q', target='a')).split('test')))"
     )
     outputs = set()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import aldsl
-from aldsl.cache import GenerationCache
+from aldsl.backends.cache import GenerationCache
 from aldsl.cli import main
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aldsl.external import ExternalItem, ExternalSpec, run_external
+from aldsl.isolation.external import ExternalItem, ExternalSpec, run_external
 from aldsl.tasks import bo, eureka
 
 DATA = Path(__file__).resolve().parent.parent / "programs" / "data"

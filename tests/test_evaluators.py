@@ -2,7 +2,7 @@
 
 import pytest
 
-from aldsl.evaluators import EVALUATORS, PARAMS, REQUIRED, EvaluatorError, check_params, evaluate, register
+from aldsl.evaluators.builtin import EVALUATORS, PARAMS, REQUIRED, EvaluatorError, check_params, evaluate, register
 
 RECORDS = [{"id": "a", "y": "Paris"}, {"id": "b", "y": "8"}, {"id": "c", "y": "New  York", "alt": "NYC"}]
 

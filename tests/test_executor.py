@@ -11,7 +11,7 @@ import pytest
 import aldsl
 from aldsl.cli import main
 from aldsl.errors import UserError
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -57,7 +57,7 @@ def test_runs_a_split_with_L_samples(tmp_path, tiny_model_dir, session):
 def test_greedy_batched_equals_one_query_at_a_time(tmp_path, tiny_model_dir):
     prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, gen="temperature = 0.0, max_tokens = 8"))
     batched = prog.run(split="dev", session=Session(use_cache=False))
-    from aldsl.executor import Executor
+    from aldsl.runtime.executor import Executor
 
     single = []
     for record in Executor(prog.program_graph, Session(use_cache=False)).records("dev"):

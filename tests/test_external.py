@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aldsl.external import (
+from aldsl.isolation.external import (
     ExternalError,
     ExternalItem,
     ExternalSpec,

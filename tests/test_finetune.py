@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import aldsl
-import optimizers.finetune as finetune
-from aldsl.artifacts import ArtifactWarning
+import aldsl.finetune.checkpoint as finetune
+from aldsl.store.artifacts import ArtifactWarning
 from aldsl.backends import ModelSpec, load_backend
 from aldsl.errors import UserError
-from aldsl.executor import sample
-from aldsl.session import Session
+from aldsl.ops.sampling import sample
+from aldsl.runtime.session import Session
 
 SCORES = '''
 def length(x, candidate, record):
@@ -264,7 +264,7 @@ def test_sft_without_demonstrations_is_a_user_error(tmp_path, tiny_model_dir, se
 
 
 def test_seeded_batches_cycle_through_every_example():
-    from optimizers.training import batches
+    from aldsl.finetune.training import batches
 
     drawn = list(batches(5, 3, 5, seed=0))
     assert all(len(b) == len(set(b)) == 3 for b in drawn)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import aldsl
-import optimizers.finetune as finetune
-from aldsl.session import Session
+import aldsl.finetune.checkpoint as finetune
+from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

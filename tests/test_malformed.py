@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aldsl.errors import AlpError
-from aldsl.parser import parse
-from aldsl.check import check
+from aldsl.language.diagnostics import AlpError
+from aldsl.language.parser import parse
+from aldsl.language.check import check
 
 HEADER = 'program t "test"\ndata d = jsonl("data.jsonl", input = "q", target = "a")\n'
 GEN = 'generator g = model("smollm2-135m")\n'

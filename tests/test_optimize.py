@@ -21,9 +21,9 @@ import pytest
 
 import aldsl
 from aldsl.cli import main
-from aldsl.data import read_counts
+from aldsl.store.data import read_counts
 from aldsl.errors import UserError
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 from optimizers.run import optimize
 
 FUNCS = '''
@@ -124,7 +124,7 @@ def test_the_report_split_is_never_read_during_the_search(tmp_path, isolated_cac
 
 
 def test_reading_the_report_split_inside_a_trial_fails(tmp_path, isolated_cache, monkeypatch):
-    from aldsl.data import SplitForbidden
+    from aldsl.store.data import SplitForbidden
     from optimizers import evaluation
 
     real = evaluation.Executor

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import aldsl
-from aldsl.artifacts import ArtifactWarning
-from aldsl.cache import GenerationCache
+from aldsl.store.artifacts import ArtifactWarning
+from aldsl.backends.cache import GenerationCache
 from aldsl.cli import main
-from aldsl.data import forbid_splits
+from aldsl.store.data import forbid_splits
 from aldsl.errors import UserError
 from aldsl.rewards import RewardItem
 from aldsl.rewards.features import Features, feature_text
@@ -24,7 +24,7 @@ from aldsl.rewards.heads import (HeadConfig, auc, bt_loss, load_head, pairwise_a
                                  train_pointwise)
 from aldsl.rewards.process import step_prefixes
 from aldsl.rewards.trained import holdout_ids
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
 REWARDS = {
     "orm": "outcome(d.train, samples = 3, epochs = 40)",
@@ -70,7 +70,7 @@ def new_session(tmp_path: Path) -> Session:
 
 def fit(path: Path, name: str, session: Session):
     compiled = aldsl.compile(path)
-    from aldsl.compiler import compile_checked
+    from aldsl.compiler.builder import compile_checked
 
     graph, _ = compile_checked(compiled.checked, compiled.values, rewards=[name])
     with forbid_splits("test"):
@@ -291,7 +291,7 @@ def test_corrupt_artifact_warns_and_retrains(tmp_path, tiny_model_dir, damage):
 
 
 def test_fitting_never_reads_the_test_split(tmp_path, tiny_model_dir):
-    from aldsl.data import read_counts, reset_read_counts
+    from aldsl.store.data import read_counts, reset_read_counts
 
     reset_read_counts()
     for name in ("orm", "bt_annot", "irl"):  # fit() runs inside forbid_splits("test"): a read would raise

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import aldsl
-from aldsl.cache import GenerationCache
-from aldsl.data import forbid_splits
-from aldsl.executor import Executor
+from aldsl.backends.cache import GenerationCache
+from aldsl.store.data import forbid_splits
+from aldsl.runtime.executor import Executor
 from aldsl.rewards import RewardItem
-from aldsl.session import Session
+from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "programs" / "data"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aldsl.sandbox import extract_python, run_sandboxed, run_tests
+from aldsl.isolation.sandbox import extract_python, run_sandboxed, run_tests
 
 HARNESS = "def run(candidate, args):\n    return candidate.main(**args)\n"
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aldsl.select import select
+from aldsl.ops.select import select
 
 
 def test_first():

@@ -16,7 +16,6 @@ from aldsl.backends.base import (
     ModelSpec,
     OutOfMemory,
     Progress,
-    content_hash,
 )
 from aldsl.backends.registry import EMBEDDED, BackendError, ModelNotFound, ResolvedModel, resolve_model
 
@@ -32,7 +31,6 @@ __all__ = [
     "OutOfMemory",
     "Progress",
     "ResolvedModel",
-    "content_hash",
     "forget",
     "load_backend",
     "resolve_model",

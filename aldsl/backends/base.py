@@ -9,7 +9,6 @@ the on-disk generation cache can store samples one by one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -96,9 +95,3 @@ class Backend(Protocol):
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """Render chat messages with the model's chat template, ready for generation."""
         ...
-
-
-def content_hash(*parts: object) -> str:
-    """A short, stable hash of JSON-serialisable parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from aldsl.backends.base import content_hash
+from aldsl.store.hashing import content_hash
 from aldsl.errors import UserError
-from aldsl.paths import atomic_dir, cache_dir
+from aldsl.store.paths import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from aldsl.backends.base import content_hash
+from aldsl.store.hashing import content_hash
 from aldsl.backends.registry import SOURCE_FILE, converted_dir, embedded_gguf, quiet_loading
-from aldsl.paths import atomic_dir, cache_dir
+from aldsl.store.paths import atomic_dir, cache_dir
 
 TINY_CONFIG: dict[str, int | float | bool] = {
     "hidden_size": 64,

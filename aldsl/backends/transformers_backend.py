@@ -18,7 +18,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, OutOfMemory, Progress, content_hash
+from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, OutOfMemory, Progress
+from aldsl.store.hashing import content_hash
 from aldsl.backends.registry import (
     BackendError,
     ModelNotFound,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import RewardItem, RewardModel, Scored
+from aldsl.rewards.base import RewardItem, RewardModel, Scored
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 FAMILIES = {
     "bradley_terry": "bradley_terry",

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..executor import sample
-from .base import RewardItem, Scored
-from .features import Features
-from .heads import auc
-from .trained import (PASS, ensure_artifact, feature_generator, generator_identity, golden_scores, holdout_ids,
+from aldsl.errors import UserError
+from aldsl.ops.sampling import sample
+from aldsl.rewards.base import RewardItem, Scored
+from aldsl.rewards.features import Features
+from aldsl.rewards.heads import auc
+from aldsl.rewards.trained import (PASS, ensure_artifact, feature_generator, generator_identity, golden_scores, holdout_ids,
                       rounded, training_records)
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 MODEL_FILE = "classifier.pkl"
 

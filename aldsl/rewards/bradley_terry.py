@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..executor import sample
-from .features import Features, feature_text
-from .heads import load_head, pairwise_accuracy, save_head, train_pairwise
-from .trained import (HeadReward, ensure_artifact, feature_generator, generator_identity, golden_scores, head_config,
+from aldsl.errors import UserError
+from aldsl.ops.sampling import sample
+from aldsl.rewards.features import Features, feature_text
+from aldsl.rewards.heads import load_head, pairwise_accuracy, save_head, train_pairwise
+from aldsl.rewards.trained import (HeadReward, ensure_artifact, feature_generator, generator_identity, golden_scores, head_config,
                       held_mask, holdout_ids, rounded, training_records)
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 Pair = tuple[dict[str, Any], str, str]  # (record, chosen, rejected)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..templates import render
-from .base import RewardItem, Scored
+from aldsl.language.templates import render
+from aldsl.rewards.base import RewardItem, Scored
 
 if TYPE_CHECKING:
-    from ..backends import Backend
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.backends import Backend
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 YES = ("Yes", "yes", " Yes", " yes")
 NO = ("No", "no", " No", " no")

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..answers import extract
-from ..errors import UserError
-from ..executor import sample
-from .features import Features, feature_text
-from .heads import auc, load_head, save_head
-from .trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
+from aldsl.ops.answers import extract
+from aldsl.errors import UserError
+from aldsl.ops.sampling import sample
+from aldsl.rewards.features import Features, feature_text
+from aldsl.rewards.heads import auc, load_head, save_head
+from aldsl.rewards.trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
                       head_config, held_mask, holdout_ids, probe_and_fit, rounded, selection_metrics,
                       training_records)
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 SFT_SETTINGS = {"steps": 30, "lr": 5e-5, "batch": 8, "lora": False, "lora_rank": 8}
 
@@ -73,7 +73,7 @@ def _positives(spec: dict[str, Any], session: Session, graph: ProgramGraph,
     if spec["positives"] == "demos":
         prefill = spec["prompter"]["template"].get("prefill") or ""
         return [[_with_prefill(str(r["demo"]), prefill)] for r in records]
-    from optimizers.finetune import ensure_checkpoint
+    from aldsl.finetune.checkpoint import ensure_checkpoint
 
     checkpoint = ensure_checkpoint(sft_spec(spec), session, graph)
     tuned = {**spec["generator"], "finetune": None, "checkpoint": str(checkpoint)}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import UserError
-from ..external import ExternalError, ExternalItem, ExternalSpec, check_external, run_external
-from .base import RewardItem, Scored
+from aldsl.errors import UserError
+from aldsl.isolation.external import ExternalError, ExternalItem, ExternalSpec, check_external, run_external
+from aldsl.rewards.base import RewardItem, Scored
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 
 def external_spec(params: dict[str, Any]) -> ExternalSpec:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..progress import QUIET
+from aldsl.errors import UserError
+from aldsl.progress import QUIET
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 KINDS = ("hidden", "minilm")
 BATCH = 64  # texts per progress step

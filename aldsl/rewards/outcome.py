@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..answers import extract
-from .features import Features, feature_text
-from .heads import auc, load_head, save_head
-from .trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity,
+from aldsl.ops.answers import extract
+from aldsl.rewards.features import Features, feature_text
+from aldsl.rewards.heads import auc, load_head, save_head
+from aldsl.rewards.trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity,
                       head_config, held_mask, holdout_ids, probe_and_fit, rounded, sample_graded, selection_metrics,
                       training_records)
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 
 def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadReward:

@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..answers import extract
-from ..backends import GenRequest
-from ..prompts import Prompter
-from ..session import decoding
-from .base import RewardItem, Scored
-from .features import Features, feature_text
-from .heads import auc, load_head, save_head
-from .trained import (PASS, HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
+from aldsl.ops.answers import extract
+from aldsl.backends import GenRequest
+from aldsl.ops.prompter import Prompter
+from aldsl.ops.sampling import decoding
+from aldsl.rewards.base import RewardItem, Scored
+from aldsl.rewards.features import Features, feature_text
+from aldsl.rewards.heads import auc, load_head, save_head
+from aldsl.rewards.trained import (PASS, HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
                       head_config, held_mask, holdout_ids, probe_and_fit, rounded, sample_graded,
                       selection_metrics, training_records)
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 MAX_STEPS = 8  # steps labelled per solution (longer ones: the first MAX_STEPS - 1 and the whole)
 

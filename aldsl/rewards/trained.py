@@ -17,20 +17,19 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from ..answers import extract
-from ..backends.base import content_hash
-from ..backends.registry import model_identity, resolve_model
-from ..errors import UserError
-from ..graph import unnamed
-from ..select import select
-from .base import RewardItem, Scored
-from .features import Features, feature_text
-from .heads import Head, HeadConfig, train_pointwise
+from aldsl.ops.answers import extract
+from aldsl.store.hashing import content_hash
+from aldsl.backends.registry import model_identity, resolve_model
+from aldsl.errors import UserError
+from aldsl.compiler.graph import unnamed
+from aldsl.ops.select import select
+from aldsl.rewards.base import RewardItem, Scored
+from aldsl.rewards.features import Features, feature_text
+from aldsl.rewards.heads import Head, HeadConfig, train_pointwise
 
 if TYPE_CHECKING:
-    from ..graph import ProgramGraph
-    from ..program import CompiledProgram
-    from ..session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 KIND = "reward"
 VERSION = 2  # bump when fitting changes what a spec produces, so old artifacts are not reused
@@ -132,7 +131,7 @@ def sample_graded(spec: dict[str, Any], session: Session, graph: ProgramGraph, r
                   ) -> tuple[list[list[str]], list[dict[str, Any]], list[str], list[float]]:
     """``spec['samples']`` candidates per record from the reward's prompter and generator, graded by its
     evaluator: (candidates per record, the record of each candidate, candidates flat, golden scores)."""
-    from ..executor import sample
+    from aldsl.ops.sampling import sample
 
     per_record = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
                         spec["temperature"])
@@ -193,30 +192,3 @@ def by_query(owners: Sequence[dict[str, Any]], held: np.ndarray, r_held: np.ndar
 
 def rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in metrics.items()}
-
-
-TRAINED_FAMILIES = ("bradley_terry", "discriminator", "outcome", "process", "binary")
-
-
-def fit_program_rewards(compiled: CompiledProgram, session: Session,
-                        names: Sequence[str] | None = None) -> dict[str, tuple[str, dict[str, float]]]:
-    """Fit (or load) the trained rewards a program declares (all, or ``names``), never reading its
-    test split; returns each reward's family and held-out metrics."""
-    from ..compiler import compile_checked
-    from ..data import forbid_splits
-
-    if compiled.checked is None:
-        raise UserError("fitting rewards needs the program's source; pass the .alp file, not a saved graph")
-    declared = {d.name: d.ctor for d in compiled.checked.of_kind("reward") if d.ctor in TRAINED_FAMILIES}
-    wanted = list(names or declared)
-    unknown = [n for n in wanted if n not in declared]
-    if unknown:
-        raise UserError(f"--reward {unknown[0]}: the program declares no trained reward of that name; its trained "
-                        f"rewards are: {', '.join(declared) or 'none'}")
-    graph, _ = compile_checked(compiled.checked, compiled.values, rewards=wanted)
-    fitted = {}
-    with forbid_splits("test"):
-        for name in wanted:
-            model = session.reward(f"reward:{name}", graph)
-            fitted[name] = (declared[name], dict(getattr(model, "metrics", {})))
-    return fitted

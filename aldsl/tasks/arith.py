@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any, Collection, Mapping
 
-from aldsl.answers import extract, normalize_number
+from aldsl.ops.answers import extract, normalize_number
 
 NAMES = (
     "Tom", "Anna", "Liam", "Maya", "Noah", "Emma", "Omar", "Sofia", "Ravi", "Lena",

@@ -164,7 +164,7 @@ def feedback(result: dict) -> str:
 
 def score(x: str, candidate: str, record: dict) -> dict:
     """External reward: true task success of a policy trained with the candidate's reward."""
-    from aldsl.sandbox import extract_python, run_sandboxed  # not at the top: this is the harness
+    from aldsl.isolation.sandbox import extract_python, run_sandboxed  # not at the top: this is the harness
 
     harness = Path(__file__).read_text(encoding="utf-8")
     result = run_sandboxed(extract_python(candidate, "compute_reward"), harness,

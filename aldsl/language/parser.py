@@ -11,8 +11,8 @@ from pathlib import Path
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from . import ast
-from .errors import AlpError, Diagnostic
+from aldsl.language import ast
+from aldsl.language.diagnostics import AlpError, Diagnostic
 
 KINDS = ("data", "template", "generator", "prompter", "reward", "evaluator", "finetune", "flow", "optimize")
 
@@ -47,7 +47,7 @@ def grammar_text() -> str:
     packaged = resources.files("aldsl") / "_grammar" / "alp.lark"
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "alp.lark").read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "grammar" / "alp.lark").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -230,7 +230,7 @@ def parse(source: str, path: str = "<string>") -> ast.Program:
 
 def parse_file(path: str | Path) -> ast.Program:
     """Read and parse a .alp file."""
-    from .errors import UserError
+    from aldsl.errors import UserError
 
     p = Path(path)
     if not p.exists():

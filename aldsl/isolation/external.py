@@ -43,7 +43,7 @@ from typing import Callable
 
 _TAIL_LINES = 8
 _LOAD_TIMEOUT_S = 60.0
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # The worker loads this file directly, so it never pays for importing the whole aldsl package
 # (user code that imports aldsl still can: the package root is on its path).
 _WORKER_BOOTSTRAP = """\

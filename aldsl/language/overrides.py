@@ -11,9 +11,9 @@ import difflib
 import re
 from typing import Any, Mapping
 
-from . import ast
-from .errors import UserError
-from .schema import BY_KIND, Constructor, Param, Type
+from aldsl.language import ast
+from aldsl.errors import UserError
+from aldsl.language.schema import BY_KIND, Constructor, Param, Type
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from . import templates
-from .check import Checked, Link, Nested, SplitLink
-from .graph import ProgramGraph
-from .space import SearchSpace, concretize, extract, to_json_value
+from aldsl.language import templates
+from aldsl.language.check import Checked, Link, Nested, SplitLink
+from aldsl.compiler.graph import ProgramGraph
+from aldsl.language.space import SearchSpace, concretize, extract, to_json_value
 
 FORMAT = 1
 CHAIN_OPS = ("prompt", "generate", "reward", "select")

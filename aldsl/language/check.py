@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ast
-from .errors import AlpError, Diagnostic
-from .schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
-from .templates import BUILTIN as BUILTIN_TEMPLATES
+from aldsl.language import ast
+from aldsl.language.diagnostics import AlpError, Diagnostic
+from aldsl.language.schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
+from aldsl.language.templates import BUILTIN as BUILTIN_TEMPLATES
 
 HELD_OUT = "test"
 
@@ -470,7 +470,7 @@ class Checker:
             self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
 
     def _rule_generator_model(self, d: CheckedDecl) -> None:
-        from .backends.registry import ModelNotFound, check_model
+        from aldsl.backends.registry import ModelNotFound, check_model
 
         for name in options_of(d.params["name"]):
             try:

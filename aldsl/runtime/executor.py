@@ -10,90 +10,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .answers import extract
-from .backends import GenRequest
-from .backends.base import content_hash
-from .errors import UserError
-from .graph import ProgramGraph
-from .prompts import Prompter, history_text
-from .rewards.base import RewardItem
-from .select import select
-from .session import Session, decoding
-
-
-@dataclass
-class Candidate:
-    """One thought phi: its text (cumulative in continue mode), round, parent and reward."""
-
-    text: str
-    round: int
-    parent: int | None = None
-    tokens: int = 0
-    finish: str = ""
-    cached: bool = False
-    reward: float | None = None
-    feedback: str | None = None
-    error: str | None = None
-    done: bool = False
-
-
-@dataclass
-class Trace:
-    """One query's path through the graph."""
-
-    id: str
-    x: str
-    record: dict[str, Any]
-    template: str = ""
-    prompts: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[Candidate] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)
-    selected: int | None = None
-    answer: str = ""
-    scores: dict[str, float] = field(default_factory=dict)
-    # working state, not exported
-    base: str = field(default="", repr=False)
-    prefill: str = field(default="", repr=False)
-    pending: list[tuple[str, int | None]] = field(default_factory=list, repr=False)
-
-    @property
-    def generated_tokens(self) -> int:
-        return sum(c.tokens for c in self.candidates)
-
-    def round_candidates(self, t: int) -> list[int]:
-        return [i for i, c in enumerate(self.candidates) if c.round == t]
-
-    def to_json(self) -> dict[str, Any]:
-        record = {k: v for k, v in self.record.items() if k not in ("x",)}
-        return {"id": self.id, "x": self.x, "record": record, "template": self.template, "prompts": self.prompts,
-                "candidates": [asdict(c) for c in self.candidates], "kept": self.kept, "selected": self.selected,
-                "answer": self.answer, "scores": self.scores, "generated_tokens": self.generated_tokens}
-
-
-@dataclass
-class RunResult:
-    """Traces of every query, mean evaluator scores and run statistics."""
-
-    program: str
-    split: str
-    traces: list[Trace]
-    scores: dict[str, float]
-    stats: dict[str, Any]
-    values: dict[str, Any]
-
-    def per_query(self, evaluator: str) -> list[float]:
-        return [t.scores[evaluator] for t in self.traces]
-
-    def tokens_per_query(self) -> float:
-        return sum(t.generated_tokens for t in self.traces) / max(len(self.traces), 1)
-
-    def to_jsonl(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("w", encoding="utf-8") as f:
-            for t in self.traces:
-                f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
-        return p
+from aldsl.ops.answers import extract
+from aldsl.backends import GenRequest
+from aldsl.store.hashing import content_hash
+from aldsl.errors import UserError
+from aldsl.compiler.graph import ProgramGraph
+from aldsl.ops.prompter import Prompter, history_text
+from aldsl.rewards.base import RewardItem
+from aldsl.ops.select import select
+from aldsl.ops.sampling import decoding
+from aldsl.runtime.session import Session
+from aldsl.runtime.traces import Candidate, RunResult, Trace
 
 
 Records = Sequence[dict[str, Any]]
@@ -282,20 +209,6 @@ def _line_prefix(thought: str) -> str:
 
 def _value(reward: float | None) -> float:
     return float("-inf") if reward is None or reward != reward else reward
-
-
-def sample(session: Session, graph: ProgramGraph, prompter: dict[str, Any], generator: dict[str, Any],
-           records: Records, samples: int, temperature: float | None = None) -> list[list[str]]:
-    """``samples`` round-1 thoughts per record from a compiled prompter and generator spec (used to
-    make training data for reward models and fine-tuning); ``temperature`` overrides tau."""
-    if temperature is not None:
-        generator = {**generator, "decoding": {**generator["decoding"], "temperature": temperature}}
-    backend = session.backend(generator, graph)
-    firsts = Prompter(prompter, session, graph, backend).first_prompts(records)
-    requests = [GenRequest(base + prefill, tuple(range(samples))) for base, prefill, _ in firsts]
-    with session.reporter.task(f"sampling {len(requests)} x {samples}", total=len(requests)) as advance:
-        outputs = backend.generate(requests, decoding(generator), progress=lambda n, tok: advance(n, tokens=tok))
-    return [[prefill + c.text for c in completions] for (_, prefill, _), completions in zip(firsts, outputs)]
 
 
 def inputs_to_records(inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:

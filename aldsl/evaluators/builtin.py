@@ -15,7 +15,7 @@ from functools import lru_cache
 from aldsl.errors import UserError
 from typing import Any, Callable, Mapping, Sequence
 
-from aldsl.answers import extract
+from aldsl.ops.answers import extract
 
 
 class EvaluatorError(UserError, ValueError):

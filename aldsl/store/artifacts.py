@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .paths import atomic_dir
+from aldsl.store.paths import atomic_dir
 
 META = "meta.json"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping
 
-from . import ast
-from .check import Checked, Link, Nested, SearchVal
-from .schema import TRAINED_REWARDS
-from .space import to_json_value
+from aldsl.language import ast
+from aldsl.language.check import Checked, Link, Nested, SearchVal
+from aldsl.language.schema import TRAINED_REWARDS
+from aldsl.language.space import to_json_value
 
 
 def _offset(source: str, line: int, col: int) -> int:
@@ -44,8 +44,8 @@ def _literal(value: Any) -> str:
 
 def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[tuple[int, int, str]]:
     """Text edits that write ``--set`` overrides (``decl.param[.sub]``) into the source."""
-    from .overrides import apply_overrides, arg_index
-    from .schema import BY_KIND
+    from aldsl.language.overrides import apply_overrides, arg_index
+    from aldsl.language.schema import BY_KIND
 
     source = program.source
     edits = []
@@ -134,7 +134,7 @@ def _search_copies(checked: Checked, values: Mapping[str, Any], replace: Mapping
     """Insertions of ``NAME_search`` copies (at the defaults) of the flow's generator and prompter where
     pinning changes them and a resource takes them by default; adds ``RESOURCE.param = copy`` to
     ``overrides``."""
-    from .parser import parse
+    from aldsl.language.parser import parse
 
     searches = dict(_searches(checked))
     inserts: list[tuple[int, int, str]] = []

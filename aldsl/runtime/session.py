@@ -7,26 +7,19 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import evaluators
-from .backends import Backend, Decoding, ModelSpec, load_backend
-from .artifacts import ArtifactStore
-from .backends.base import content_hash
-from .cache import CachedBackend, GenerationCache
-from .data import DataSpec, Dataset, load
-from .errors import UserError
-from .paths import cache_dir
-from .progress import QUIET, Reporter
+from aldsl.evaluators import builtin as evaluators
+from aldsl.backends import Backend, Decoding, ModelSpec, load_backend
+from aldsl.store.artifacts import ArtifactStore
+from aldsl.store.hashing import content_hash
+from aldsl.backends.cache import CachedBackend, GenerationCache
+from aldsl.store.data import DataSpec, Dataset, load
+from aldsl.errors import UserError
+from aldsl.store.paths import cache_dir
+from aldsl.progress import QUIET, Reporter
 
 if TYPE_CHECKING:
-    from .graph import ProgramGraph
-    from .rewards.base import RewardModel
-
-
-def decoding(gen: dict[str, Any]) -> Decoding:
-    """The Decoding of a compiled generator spec."""
-    d = gen["decoding"]
-    return Decoding(temperature=d["temperature"], top_p=d["top_p"], top_k=d["top_k"], max_tokens=d["max_tokens"],
-                    stop=tuple(d["stop"]), seed=d["seed"])
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.rewards.base import RewardModel
 
 
 class Session:
@@ -90,7 +83,7 @@ class Session:
         spec = graph[node]["params"]
         key = content_hash(spec)
         if key not in self._rewards:
-            from .rewards import load_reward
+            from aldsl.rewards import load_reward
 
             self._rewards[key] = load_reward(spec, self, graph)
         return self._rewards[key]
@@ -100,7 +93,7 @@ class Session:
         spec = graph[node]["params"]
         key = content_hash(spec)
         if key not in self._checkpoints:
-            from optimizers.finetune import ensure_checkpoint
+            from aldsl.finetune.checkpoint import ensure_checkpoint
 
             self._checkpoints[key] = ensure_checkpoint(spec, self, graph)
         return self._checkpoints[key]
@@ -111,16 +104,16 @@ class Session:
         """Scores in [0, 1] of one compiled evaluator spec."""
         kind, params = spec["kind"], dict(spec["params"])
         if kind == "external":
-            from .rewards.external import external_scores, external_spec
+            from aldsl.rewards.external import external_scores, external_spec
 
             return [s.score for s in external_scores(external_spec(params), [r["x"] for r in records], answers, records)]
         if kind == "judge":
-            from .rewards.critic import yes_probability
+            from aldsl.rewards.critic import yes_probability
 
             backend = self.backend(params["generator"], graph)
             return yes_probability(backend, params["template"], [r["x"] for r in records], answers, records)
         if kind == "code_tests":
-            from .sandbox import run_tests
+            from aldsl.isolation.sandbox import run_tests
 
             return [run_tests(a, r, params["field"], params["timeout"]) for a, r in zip(answers, records)]
         scores = evaluators.evaluate(kind, answers, records, params)

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping
 
 import networkx as nx
 
-from .errors import UserError
+from aldsl.errors import UserError
 
 
 class ProgramGraph:

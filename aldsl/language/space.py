@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping
 
-from .check import Checked, Nested, SearchVal, to_json_value
-from .errors import UserError
+from aldsl.language.check import Checked, Nested, SearchVal, to_json_value
+from aldsl.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -22,22 +22,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from aldsl.answers import extract
-from aldsl.backends import GenRequest, content_hash, forget
+from aldsl.ops.answers import extract
+from aldsl.backends import GenRequest, forget
+from aldsl.store.hashing import content_hash
 from aldsl.backends.registry import model_identity, resolve_model
 from aldsl.backends.transformers_backend import pick_device
 from aldsl.errors import UserError
-from aldsl.graph import unnamed
-from aldsl.prompts import Prompter
+from aldsl.compiler.graph import unnamed
+from aldsl.ops.prompter import Prompter
 from aldsl.rewards import RewardItem, RewardModel, load_reward
 from aldsl.rewards.trained import training_records
-from aldsl.session import decoding
+from aldsl.ops.sampling import decoding
 
-from .training import Example, Settings, free_memory, load_trainable, save, train
+from aldsl.finetune.training import Example, Settings, free_memory, load_trainable, save, train
 
 if TYPE_CHECKING:
-    from aldsl.graph import ProgramGraph
-    from aldsl.session import Session
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 KIND = "finetune"
 VERSION = 2  # bump when training changes what a spec produces, so old checkpoints are not reused

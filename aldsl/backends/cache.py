@@ -19,8 +19,9 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from aldsl.backends.base import Backend, Completion, Decoding, GenRequest, Progress, content_hash
-from aldsl.paths import cache_dir
+from aldsl.backends.base import Backend, Completion, Decoding, GenRequest, Progress
+from aldsl.store.hashing import content_hash
+from aldsl.store.paths import cache_dir
 
 T = TypeVar("T")
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB

@@ -6,14 +6,14 @@ import random
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .backends.base import content_hash
-from .errors import UserError
-from .templates import MissingSlot, render
+from aldsl.store.hashing import content_hash
+from aldsl.errors import UserError
+from aldsl.language.templates import MissingSlot, render
 
 if TYPE_CHECKING:
-    from .backends import Backend
-    from .graph import ProgramGraph
-    from .session import Session
+    from aldsl.backends import Backend
+    from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.session import Session
 
 
 class Prompter:
