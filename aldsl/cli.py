@@ -12,6 +12,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from aldsl.compiler import render
 from aldsl.errors import UserError
 
 console = Console(highlight=False, soft_wrap=True)
@@ -71,10 +72,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     path = compiled.save(args.out)
     console.print(f"wrote {path}")
     dot = path.with_name(f"{compiled.name}.dot")
-    dot.write_text(compiled.program_graph.to_dot(), encoding="utf-8")
+    dot.write_text(render.to_dot(compiled.program_graph), encoding="utf-8")
     console.print(f"wrote {dot}")
     if args.png:
-        console.print(f"wrote {compiled.program_graph.to_png(path.with_name(f'{compiled.name}.png'))}")
+        console.print(f"wrote {render.to_png(compiled.program_graph, path.with_name(f'{compiled.name}.png'))}")
     return 0
 
 
@@ -92,7 +93,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
                         f"T = {pg.rounds}")
     for col in ("node", "op", "detail", "inputs"):
         table.add_column(col)
-    for node, op, detail in pg.summary():
+    for node, op, detail in render.summary(pg):
         table.add_row(node, op, detail, ", ".join(sorted(pg.g.predecessors(node))))
     console.print(table)
     space = Table(title="search space" if len(compiled.search_space) else "search space: empty (the program is concrete)")

@@ -14,6 +14,7 @@ import pytest
 import aldsl
 from aldsl.compiler.builder import node_count
 from aldsl.errors import UserError
+from aldsl.compiler import render
 from aldsl.compiler.graph import ProgramGraph
 from aldsl.language.parser import grammar_text
 
@@ -155,9 +156,9 @@ flow main = loop(d, generator = g, prompter = p, samples = 2, reward = orm, sele
 
 def test_dot_and_png(tmp_path):
     compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", "2").replace("{L}", "2")))
-    dot = compiled.program_graph.to_dot()
+    dot = render.to_dot(compiled.program_graph)
     assert dot.startswith('digraph "t"') and '"prompt_2" -> "generate_2"' in dot
-    png = compiled.program_graph.to_png(tmp_path / "g.png")
+    png = render.to_png(compiled.program_graph, tmp_path / "g.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 

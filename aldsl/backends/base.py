@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from aldsl.errors import UserError
+from aldsl.store.hashing import content_hash
+
+
+class BackendError(UserError):
+    """A user-facing problem with a model or backend; the message says what to do."""
+
+
+class ModelNotFound(BackendError):
+    """The model name does not point at any weights available on this machine."""
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,41 @@ class Decoding:
     stop: tuple[str, ...] = ()
     seed: int = 0
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
     def key(self) -> str:
         """Stable JSON used in cache keys."""
         return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "Decoding":
+        """The Decoding of a compiled generator's ``decoding`` dict."""
+        return Decoding(temperature=d["temperature"], top_p=d["top_p"], top_k=d["top_k"],
+                        max_tokens=d["max_tokens"], stop=tuple(d["stop"]), seed=d["seed"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The compiled form (``stop`` as a list), the inverse of :meth:`from_json`."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "max_tokens": self.max_tokens, "stop": list(self.stop), "seed": self.seed}
+
+    def check(self) -> None:
+        """Reject parameters no sampler can honour, with a message that says why."""
+        if self.temperature < 0:
+            raise BackendError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise BackendError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise BackendError(f"top_k must be >= 0 (0 means no limit), got {self.top_k}")
+        if self.max_tokens < 1:
+            raise BackendError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if any(not s for s in self.stop):
+            raise BackendError(f"stop strings must be non-empty, got {list(self.stop)}")
+
+    def sample_seed(self, prompt: str, index: int) -> int:
+        """Seed of the random stream of sample ``index`` of ``prompt`` (the same on every backend)."""
+        return int(content_hash(self.seed, prompt, index), 16)
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from aldsl.backends.base import BackendError, ModelNotFound
 from aldsl.store.hashing import content_hash
-from aldsl.errors import UserError
 from aldsl.store.paths import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(UserError):
-    """A user-facing problem with a model or backend; the message says what to do."""
-
-
-class ModelNotFound(BackendError):
-    """The model name does not point at any weights available on this machine."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, OutOfMemory, Progress
-from aldsl.store.hashing import content_hash
+from aldsl.backends.chat import format_chat
 from aldsl.backends.registry import (
     BackendError,
     ModelNotFound,
@@ -35,31 +35,6 @@ log = logging.getLogger(__name__)
 CPU_BATCH_TOKENS = 32768  # rows x (prompt + max_tokens) per batch on CPU (measured: larger is no faster)
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many best tokens first; a full sort only if they fall short
 COMPACT_FRACTION = 8  # drop finished rows from the batch once they are 1/8 of it
-
-
-def sample_seed(decoding: Decoding, prompt: str, index: int) -> int:
-    """Seed of the random stream of sample ``index`` of ``prompt``."""
-    return int(content_hash(decoding.seed, prompt, index), 16)
-
-
-def plain_chat(messages: Sequence[dict[str, str]]) -> str:
-    """Chat rendering for tokenizers without a template: ``Role: content`` lines, then ``Assistant:``."""
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
-
-
-def check_decoding(decoding: Decoding) -> None:
-    """Reject decoding parameters no sampler can honour, with a message that says why."""
-    if decoding.temperature < 0:
-        raise BackendError(f"temperature must be >= 0 (0 means greedy), got {decoding.temperature}")
-    if not 0.0 < decoding.top_p <= 1.0:
-        raise BackendError(f"top_p must be in (0, 1], got {decoding.top_p}")
-    if decoding.top_k < 0:
-        raise BackendError(f"top_k must be >= 0 (0 means no limit), got {decoding.top_k}")
-    if decoding.max_tokens < 1:
-        raise BackendError(f"max_tokens must be >= 1, got {decoding.max_tokens}")
-    if any(not s for s in decoding.stop):
-        raise BackendError(f"stop strings must be non-empty, got {list(decoding.stop)}")
 
 
 def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tensor | None) -> torch.Tensor:
@@ -179,7 +154,7 @@ class TransformersBackend:
         self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
     ) -> list[list[Completion]]:
         """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
-        check_decoding(decoding)
+        decoding.check()
         greedy = decoding.temperature <= 0
         wanted: dict[str, dict[int, None]] = {}
         waiting: dict[tuple[str, int], list[int]] = {}
@@ -286,7 +261,7 @@ class TransformersBackend:
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
         uniforms = None
         if decoding.temperature > 0:
-            streams = [np.random.default_rng(sample_seed(decoding, p, s)).random(max_tokens) for p, s in row_keys]
+            streams = [np.random.default_rng(decoding.sample_seed(p, s)).random(max_tokens) for p, s in row_keys]
             uniforms = torch.from_numpy(np.stack(streams)).to(device)
         tokens: list[list[int]] = [[] for _ in row_keys]
         finish: list[str | None] = [None] * n_rows
@@ -397,10 +372,8 @@ class TransformersBackend:
         return totals
 
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """The tokenizer's chat template with a generation prompt, or a plain ``Role: text`` rendering."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return plain_chat(messages)
+        """The tokenizer's chat template with a generation prompt (see :func:`chat.format_chat`)."""
+        return format_chat(self.tokenizer, messages)
 
     # ---------------------------------------------------------------- helpers
     def _tokenize(self, texts: list[str]) -> list[list[int]]:

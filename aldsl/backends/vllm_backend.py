@@ -14,7 +14,7 @@ import numpy as np
 
 from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, Progress
 from aldsl.backends.registry import BackendError, checkpoint_dir, model_identity, resolve_model
-from aldsl.backends.transformers_backend import check_decoding, plain_chat, sample_seed
+from aldsl.backends.chat import format_chat
 
 INSTALL_HINT = "pip install 'aldsl[vllm]'  (needs a CUDA GPU)"
 REQUESTS_PER_CALL = 4096  # sample requests per vLLM call; progress is reported after each
@@ -56,7 +56,7 @@ class VLLMBackend:
         self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
     ) -> list[list[Completion]]:
         """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
-        check_decoding(decoding)
+        decoding.check()
         greedy = decoding.temperature <= 0
         keys = list(dict.fromkeys((r.prompt, 0 if greedy else s) for r in requests for s in r.samples))
         done: dict[tuple[str, int], Completion] = {}
@@ -81,7 +81,7 @@ class VLLMBackend:
             top_k=decoding.top_k if decoding.top_k > 0 else -1,
             max_tokens=decoding.max_tokens,
             stop=list(decoding.stop) or None,
-            seed=sample_seed(decoding, prompt, sample) % (1 << 63),
+            seed=decoding.sample_seed(prompt, sample) % (1 << 63),
         )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -110,10 +110,8 @@ class VLLMBackend:
         return totals
 
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """The tokenizer's chat template with a generation prompt, or a plain ``Role: text`` rendering."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return plain_chat(messages)
+        """The tokenizer's chat template with a generation prompt (see :func:`chat.format_chat`)."""
+        return format_chat(self.tokenizer, messages)
 
 
 def _completion(output: Any) -> Completion:

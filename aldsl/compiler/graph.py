@@ -1,4 +1,4 @@
-"""ProgramGraph: the networkx execution graph, its JSON form, DOT and PNG renderings."""
+"""ProgramGraph: the networkx execution graph and its JSON form (renderings: ``compiler.render``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class ProgramGraph:
 
     def nodes(self, op: str | None = None) -> list[str]:
         """Node ids in topological order, optionally only those of one op."""
-        order = list(nx.lexicographical_topological_sort(self.g, key=_sort_key))
+        order = list(nx.lexicographical_topological_sort(self.g, key=sort_key))
         return [n for n in order if op is None or self.g.nodes[n]["op"] == op]
 
     def __getitem__(self, node: str) -> dict[str, Any]:
@@ -73,84 +73,8 @@ class ProgramGraph:
         tmp.replace(p)
         return p
 
-    # ---- renderings
-    def label(self, node: str) -> str:
-        a = self.g.nodes[node]
-        p = a["params"]
-        op = a["op"]
-        detail = ""
-        if op == "prompt":
-            t = p["template"]
-            detail = t.get("name") or "per-query choice"
-            if p.get("demos"):
-                detail += f", {p['demos']['k']} demos ({p['demos']['pick']})"
-        elif op == "generate":
-            gen = p["generator"]
-            detail = (f"{gen.get('model')}, L={p['samples']}, tau={gen['decoding']['temperature']}"
-                      if "model" in gen else f"candidates {gen['candidates']}")
-        elif op == "reward":
-            detail = (p["reward"] or "none").split(":")[-1]
-        elif op == "select":
-            detail = f"keep {p['keep']}"
-        elif op == "answer":
-            detail = f"{p['select']}, {p['answer']['kind']}"
-        elif op == "evaluate":
-            detail = ", ".join(e["name"] for e in p["evaluators"])
-        elif op in ("reward_model", "finetune"):
-            detail = p["kind"]
-        elif op == "data":
-            detail = Path(p["path"]).name
-        return f"{node}\\n{detail}" if detail else node
 
-    def to_dot(self) -> str:
-        shapes = {"data": "cylinder", "reward_model": "component", "finetune": "component"}
-        lines = [f'digraph "{self.program}" {{', "  rankdir=TB;", '  node [shape=box, style=rounded, fontname="Helvetica"];']
-        for n in self.nodes():
-            shape = shapes.get(self.g.nodes[n]["op"])
-            extra = f", shape={shape}" if shape else ""
-            lines.append(f'  "{n}" [label="{self.label(n)}"{extra}];')
-        for a, b, d in sorted(self.g.edges(data=True)):
-            lines.append(f'  "{a}" -> "{b}" [label="{d.get("flow", "")}", fontsize=9];')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-
-    def to_png(self, path: str | Path) -> Path:
-        """Draw the graph with matplotlib (no graphviz needed): one row per topological generation."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        layers = list(nx.topological_generations(self.g))
-        pos: dict[str, tuple[float, float]] = {}
-        for depth, layer in enumerate(layers):
-            layer = sorted(layer, key=_sort_key)
-            for i, n in enumerate(layer):
-                pos[n] = (i - (len(layer) - 1) / 2, -depth)
-        width = max(len(layer) for layer in layers)
-        fig, ax = plt.subplots(figsize=(max(6, 2.6 * width), max(4, 0.9 * len(layers))))
-        colors = {"data": "#d9ead3", "reward_model": "#fce5cd", "finetune": "#f4cccc", "input": "#eeeeee",
-                  "evaluate": "#cfe2f3", "answer": "#cfe2f3"}
-        nx.draw_networkx_edges(self.g, pos, ax=ax, arrows=True, arrowsize=10, edge_color="#888888",
-                               node_size=3000)
-        for n, (x, y) in pos.items():
-            ax.text(x, y, self.label(n).replace("\\n", "\n"), ha="center", va="center", fontsize=8,
-                    bbox={"boxstyle": "round", "fc": colors.get(self.g.nodes[n]["op"], "#ffffff"), "ec": "#666666"})
-        ax.set_title(f"{self.program}: {self.g.number_of_nodes()} nodes")
-        ax.axis("off")
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return p
-
-    def summary(self) -> list[tuple[str, str, str]]:
-        """(node, op, detail) rows in topological order."""
-        return [(n, self.g.nodes[n]["op"], self.label(n).split("\\n", 1)[-1] if "\\n" in self.label(n) else "")
-                for n in self.nodes()]
-
-
-def _sort_key(node: str) -> str:
+def sort_key(node: str) -> str:
     """Resources first, then the chain by round."""
     head, _, tail = node.rpartition("_")
     if tail.isdigit():

@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from aldsl.isolation.procs import kill_group
+
 _TAIL_LINES = 8
 _LOAD_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -204,7 +206,7 @@ def _run_command(spec: ExternalSpec, argv: list[str], item: ExternalItem) -> Ext
     try:
         out, err = proc.communicate(payload, timeout=spec.timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         out, err = proc.communicate()
         return _error(spec, start, f"timed out after {spec.timeout:g} s (process group killed)",
                       err.decode(errors="replace"))
@@ -241,13 +243,6 @@ def _exit_text(returncode: int) -> str:
 
 def _error(spec: ExternalSpec, start: float, reason: str, detail: str = "") -> ExternalResult:
     return ExternalResult(spec.on_error, _failure(reason, detail), None, time.monotonic() - start)
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 Scorer = Callable[[ExternalItem], ExternalResult]
@@ -397,7 +392,7 @@ class _Worker:
     def _stop(self) -> int:
         if self.proc is None:
             return 0
-        _kill_group(self.proc.pid)
+        kill_group(self.proc.pid)
         code = self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
