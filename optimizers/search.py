@@ -29,7 +29,7 @@ from optuna.samplers import BaseSampler, CmaEsSampler, GridSampler, RandomSample
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from aldsl.errors import UserError
-from aldsl.language.pin import _literal
+from aldsl.language.text import alp_text
 from aldsl.progress import Advance
 from aldsl.language.space import SearchParam
 
@@ -93,7 +93,7 @@ def grid_size(params: Sequence[SearchParam]) -> int:
 
 def pinnable(value: Any) -> Any:
     """A float as ``optimized.alp`` will write it, so the pinned program reruns exactly this trial."""
-    return float(_literal(value)) if isinstance(value, float) else value
+    return float(alp_text(value)) if isinstance(value, float) else value
 
 
 def suggest(trial: Trial, params: Sequence[SearchParam]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from aldsl.language import ast
 from aldsl.language.diagnostics import AlpError, Diagnostic
 from aldsl.language.schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
 from aldsl.language.templates import BUILTIN as BUILTIN_TEMPLATES
+from aldsl.language.text import alp_text
 
 HELD_OUT = "test"
 
@@ -259,115 +260,124 @@ class Checker:
         if isinstance(v, ast.Search):
             raise _Fail("a searchable value cannot be nested inside another value", v.pos,
                         "search the whole parameter instead")
-        if t.kind == "union":
-            failures: list[_Fail] = []
-            for member in t.options:
-                try:
-                    return self._typed(v, member, param)
-                except _Fail as f:
-                    failures.append(f)
-            specific = [f for f in failures if not f.diag.message.startswith("expected")]
-            if specific:
-                raise specific[0]
-            raise _Fail(f"'{param.name}' must be {t.describe()}", v.pos, param.doc)
-        k = t.kind
-        if k == "none":
-            if isinstance(v, ast.NoneLit):
-                return None
+        return self._TYPED[t.kind](self, v, t, param)
+
+    def _union(self, v: ast.Value, t: Type, param: Param) -> Any:
+        failures: list[_Fail] = []
+        for member in t.options:
+            try:
+                return self._typed(v, member, param)
+            except _Fail as f:
+                failures.append(f)
+        specific = [f for f in failures if not f.diag.message.startswith("expected")]
+        if specific:
+            raise specific[0]
+        raise _Fail(f"'{param.name}' must be {t.describe()}", v.pos, param.doc)
+
+    def _none(self, v: ast.Value, t: Type, param: Param) -> None:
+        if not isinstance(v, ast.NoneLit):
             raise _Fail("expected none", v.pos)
-        if k in ("int", "float"):
-            if not isinstance(v, ast.Number) or isinstance(v, ast.Bool):
-                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, param.doc)
-            num = v.value
-            if isinstance(num, float) and not math.isfinite(num):
-                raise _Fail(f"'{param.name}' must be finite", v.pos)
-            if k == "int" and not isinstance(num, int):
-                raise _Fail(f"'{param.name}' must be an integer, not {num}", v.pos, f"write {round(num)}")
-            num = float(num) if k == "float" else num
-            if abs(num) > 1e15:
-                raise _Fail(f"{num} is too large for '{param.name}'", v.pos)
-            self._bounds(num, t, param, v.pos)
-            return num
-        if k == "bool":
-            if isinstance(v, ast.Bool):
-                return v.value
-            raise _Fail(f"expected true or false for '{param.name}'", v.pos)
-        if k in ("str", "path"):
-            if not isinstance(v, ast.String):
-                raise _Fail(f"expected a string for '{param.name}'", v.pos,
-                            'strings are in double quotes: "..."')
-            if k == "path":
-                p = (self.base_dir / v.value)
-                if not p.exists():
-                    raise _Fail(f"file not found: {v.value} (looked in {p.parent})", v.pos,
-                                "paths are relative to the program file")
-                return str(p.resolve())
+
+    def _number(self, v: ast.Value, t: Type, param: Param) -> int | float:
+        if not isinstance(v, ast.Number) or isinstance(v, ast.Bool):
+            raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, param.doc)
+        num = v.value
+        if isinstance(num, float) and not math.isfinite(num):
+            raise _Fail(f"'{param.name}' must be finite", v.pos)
+        if t.kind == "int" and not isinstance(num, int):
+            raise _Fail(f"'{param.name}' must be an integer, not {num}", v.pos, f"write {round(num)}")
+        num = float(num) if t.kind == "float" else num
+        if abs(num) > 1e15:
+            raise _Fail(f"{num} is too large for '{param.name}'", v.pos)
+        self._bounds(num, t, param, v.pos)
+        return num
+
+    def _bool(self, v: ast.Value, t: Type, param: Param) -> bool:
+        if isinstance(v, ast.Bool):
             return v.value
-        if k == "strs":
-            if not isinstance(v, ast.ListLit) or not all(isinstance(i, ast.String) for i in v.items):
-                raise _Fail(f"expected a list of strings for '{param.name}'", v.pos, 'e.g. ["\\n\\n", "Q:"]')
-            return [i.value for i in v.items]  # type: ignore[union-attr]
-        if k == "enum":
-            word = v.dotted if isinstance(v, ast.Ref) else v.value if isinstance(v, ast.String) else None
-            if isinstance(v, ast.NoneLit) and "none" in t.options:  # e.g. pruner = none
-                word = "none"
-            if word in t.options:
-                return word
-            if isinstance(word, str):
-                raise _Fail(f"'{word}' is not a valid {param.name}", v.pos,
-                            _did_you_mean(word, t.options) or t.describe())
+        raise _Fail(f"expected true or false for '{param.name}'", v.pos)
+
+    def _str(self, v: ast.Value, t: Type, param: Param) -> str:
+        if not isinstance(v, ast.String):
+            raise _Fail(f"expected a string for '{param.name}'", v.pos, 'strings are in double quotes: "..."')
+        return v.value
+
+    def _path(self, v: ast.Value, t: Type, param: Param) -> str:
+        text = self._str(v, t, param)
+        p = self.base_dir / text
+        if not p.exists():
+            raise _Fail(f"file not found: {text} (looked in {p.parent})", v.pos, "paths are relative to the program file")
+        return str(p.resolve())
+
+    def _strs(self, v: ast.Value, t: Type, param: Param) -> list[str]:
+        if not isinstance(v, ast.ListLit) or not all(isinstance(i, ast.String) for i in v.items):
+            raise _Fail(f"expected a list of strings for '{param.name}'", v.pos, 'e.g. ["\\n\\n", "Q:"]')
+        return [i.value for i in v.items]  # type: ignore[union-attr]
+
+    def _enum(self, v: ast.Value, t: Type, param: Param) -> str:
+        word = v.dotted if isinstance(v, ast.Ref) else v.value if isinstance(v, ast.String) else None
+        if isinstance(v, ast.NoneLit) and "none" in t.options:  # e.g. pruner = none
+            word = "none"
+        if word in t.options:
+            return word
+        if isinstance(word, str):
+            raise _Fail(f"'{word}' is not a valid {param.name}", v.pos, _did_you_mean(word, t.options) or t.describe())
+        raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
+
+    def _one_ref(self, v: ast.Value, t: Type, param: Param) -> Link:
+        if not isinstance(v, ast.Ref) or len(v.parts) != 1:
             raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
-        if k == "ref":
-            if not isinstance(v, ast.Ref) or len(v.parts) != 1:
-                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
-            return self._ref(v, t.options)
-        if k == "refs":
-            if not isinstance(v, ast.ListLit) or not v.items:
-                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. [a, b]")
-            links = []
-            for item in v.items:
-                if not isinstance(item, ast.Ref) or len(item.parts) != 1:
-                    raise _Fail(f"expected {t.describe()} for '{param.name}'", item.pos)
-                links.append(self._ref(item, t.options))
-            return links
-        if k == "data":
-            if not isinstance(v, ast.Ref) or len(v.parts) != 1:
-                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. data = problems")
-            return self._ref(v, ("data",))
-        if k == "split":
-            if not isinstance(v, ast.Ref) or len(v.parts) != 2:
-                raise _Fail(f"expected a split such as problems.train for '{param.name}'", v.pos)
-            link = self._ref(ast.Ref(v.parts[:1], v.pos), ("data",))
-            return SplitLink(link.name, v.parts[1])
-        if k == "fractions":
-            if isinstance(v, ast.String):
-                return v.value
-            if not isinstance(v, ast.DictLit):
-                raise _Fail("split must be fractions such as {train: 0.6, dev: 0.2, test: 0.2} or a field name",
-                            v.pos)
-            out: dict[str, float] = {}
-            for key, val in v.items:
-                if not isinstance(val, ast.Number) or not 0 < val.value <= 1:
-                    raise _Fail(f"the fraction of split '{key}' must be a number in (0, 1]", val.pos)
-                out[key] = float(val.value)
-            if abs(sum(out.values()) - 1) > 1e-6:
-                raise _Fail(f"split fractions sum to {sum(out.values()):g}, not 1", v.pos,
-                            "e.g. {train: 0.6, dev: 0.2, test: 0.2}")
-            return out
-        if k == "call":
-            if not isinstance(v, ast.Call):
-                raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
-            nested = BY_KIND["nested"].get(v.name)
-            if nested is None or v.name not in t.options:
-                raise _Fail(f"'{v.name}(...)' is not allowed for '{param.name}'", v.pos,
-                            _did_you_mean(v.name, t.options) or f"expected {t.describe()}")
-            params, positions = self._check_args(v, nested, param.name)
-            if params is None:
-                raise _Fail("", None)
-            return Nested(v.name, params, v.pos)
-        if k == "json":
-            return self._json(v)
-        raise AssertionError(k)
+        return self._ref(v, t.options)
+
+    def _refs(self, v: ast.Value, t: Type, param: Param) -> list[Link]:
+        if not isinstance(v, ast.ListLit) or not v.items:
+            raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. [a, b]")
+        return [self._one_ref(item, t, param) for item in v.items]
+
+    def _data(self, v: ast.Value, t: Type, param: Param) -> Link:
+        if not isinstance(v, ast.Ref) or len(v.parts) != 1:
+            raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos, "e.g. data = problems")
+        return self._ref(v, ("data",))
+
+    def _split(self, v: ast.Value, t: Type, param: Param) -> SplitLink:
+        if not isinstance(v, ast.Ref) or len(v.parts) != 2:
+            raise _Fail(f"expected a split such as problems.train for '{param.name}'", v.pos)
+        link = self._ref(ast.Ref(v.parts[:1], v.pos), ("data",))
+        return SplitLink(link.name, v.parts[1])
+
+    def _fractions(self, v: ast.Value, t: Type, param: Param) -> str | dict[str, float]:
+        if isinstance(v, ast.String):
+            return v.value
+        if not isinstance(v, ast.DictLit):
+            raise _Fail("split must be fractions such as {train: 0.6, dev: 0.2, test: 0.2} or a field name", v.pos)
+        out: dict[str, float] = {}
+        for key, val in v.items:
+            if not isinstance(val, ast.Number) or not 0 < val.value <= 1:
+                raise _Fail(f"the fraction of split '{key}' must be a number in (0, 1]", val.pos)
+            out[key] = float(val.value)
+        if abs(sum(out.values()) - 1) > 1e-6:
+            raise _Fail(f"split fractions sum to {sum(out.values()):g}, not 1", v.pos,
+                        "e.g. {train: 0.6, dev: 0.2, test: 0.2}")
+        return out
+
+    def _call(self, v: ast.Value, t: Type, param: Param) -> Nested:
+        if not isinstance(v, ast.Call):
+            raise _Fail(f"expected {t.describe()} for '{param.name}'", v.pos)
+        nested = BY_KIND["nested"].get(v.name)
+        if nested is None or v.name not in t.options:
+            raise _Fail(f"'{v.name}(...)' is not allowed for '{param.name}'", v.pos,
+                        _did_you_mean(v.name, t.options) or f"expected {t.describe()}")
+        params, _ = self._check_args(v, nested, param.name)
+        if params is None:
+            raise _Fail("", None)
+        return Nested(v.name, params, v.pos)
+
+    def _any_json(self, v: ast.Value, t: Type, param: Param) -> Any:
+        return self._json(v)
+
+    _TYPED = {"union": _union, "none": _none, "int": _number, "float": _number, "bool": _bool, "str": _str,
+              "path": _path, "strs": _strs, "enum": _enum, "ref": _one_ref, "refs": _refs, "data": _data,
+              "split": _split, "fractions": _fractions, "call": _call, "json": _any_json}
 
     def _json(self, v: ast.Value) -> Any:
         if isinstance(v, (ast.Number, ast.String, ast.Bool)):
@@ -547,12 +557,7 @@ def to_json_value(value: Any) -> Any:
 
 def _key(value: Any) -> str:
     """A printable, comparable key for a checked value, as it reads in a program."""
-    value = to_json_value(value)
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return alp_text(to_json_value(value), words=True)
 
 
 def options_of(value: Any, high: bool = False) -> list[Any]:

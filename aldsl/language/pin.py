@@ -9,6 +9,7 @@ from aldsl.language import ast
 from aldsl.language.check import Checked, Link, Nested, SearchVal
 from aldsl.language.schema import TRAINED_REWARDS
 from aldsl.language.space import to_json_value
+from aldsl.language.text import alp_text, node_text
 
 
 def _offset(source: str, line: int, col: int) -> int:
@@ -30,16 +31,6 @@ def _searches(checked: Checked) -> Iterator[tuple[str, SearchVal]]:
 
     for d in checked.decls.values():
         yield from visit(d.name, d.params)
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(round(value, 6)) if abs(value) >= 1e-4 else f"{value:.6g}"
-    return str(value)
 
 
 def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[tuple[int, int, str]]:
@@ -65,7 +56,7 @@ def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[
                 old_call, new_call, path = old_arg.value, new_arg.value, path[1:]  # type: ignore[assignment]
                 ctor = BY_KIND["nested"][old_call.name]
                 continue
-            text = _value_text(new_arg.value)
+            text = node_text(new_arg.value)
             if old_arg is None:
                 at = _offset(source, old_call.pos.end_line, old_call.pos.end_col) - 1  # before ")"
                 sep = ", " if old_call.args else ""
@@ -75,22 +66,6 @@ def _override_edits(program: ast.Program, overrides: Mapping[str, Any]) -> list[
                 edits.append((_offset(source, v.line, v.col), _offset(source, v.end_line, v.end_col), text))
             break
     return edits
-
-
-def _value_text(v: ast.Value) -> str:
-    import json
-
-    if isinstance(v, ast.String):
-        return json.dumps(v.value, ensure_ascii=False)
-    if isinstance(v, ast.Ref):
-        return v.dotted
-    if isinstance(v, ast.ListLit):
-        return "[" + ", ".join(_value_text(i) for i in v.items) + "]"
-    if isinstance(v, ast.NoneLit):
-        return "none"
-    if isinstance(v, (ast.Bool, ast.Number)):
-        return _literal(v.value)
-    raise ValueError(f"cannot write {v!r} as program text")
 
 
 def pin_source(checked: Checked, values: Mapping[str, Any], replace: Mapping[str, str] | None = None) -> str:
@@ -122,7 +97,7 @@ def _pinned(checked: Checked, values: Mapping[str, Any], replace: Mapping[str, s
                 index = next(i for i, c in enumerate(s.choices) if to_json_value(c) == chosen)
                 text = _slice(source, s.option_pos[index])
             else:
-                text = _literal(chosen)
+                text = alp_text(chosen)
         edits.append((_offset(source, s.pos.line, s.pos.col), _offset(source, s.pos.end_line, s.pos.end_col), text))
     for start, end, text in sorted(edits, reverse=True):
         source = source[:start] + text + source[end:]
