@@ -158,6 +158,7 @@ def main() -> int:
 def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Fit every learned reward on train, then test accuracy of each selection rule on the same L samples."""
     import aldsl
+    from aldsl.evaluators import evaluate
     from aldsl.ops.answers import extract
     from aldsl.store.data import forbid_splits
     from aldsl.runtime.executor import Executor
@@ -180,9 +181,9 @@ def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], di
         result = Executor(variant.program_graph, session).run(records, split="test")
         results[label] = result.scores["acc"]
     graph = compiled.program_graph
-    spec = graph["evaluate"]["params"]["evaluators"][0]
+    spec = graph.spec("evaluate").evaluators[0]
     texts = [(t.record, c.text) for t in result.traces for c in t.candidates]
-    correct = session.evaluate(spec, [extract("number", c, None) for _, c in texts], [r for r, _ in texts], graph)
+    correct = evaluate(spec, [extract("number", c, None) for _, c in texts], [r for r, _ in texts], session, graph)
     per_query = [correct[i:i + budget.L] for i in range(0, len(correct), budget.L)]
     results[f"oracle pass@{budget.L}"] = sum(max(q) for q in per_query) / len(per_query)
     results["mean sample accuracy"] = sum(correct) / len(correct)
@@ -208,20 +209,21 @@ def preference_pairs(path: Path, session) -> dict[str, Any]:
 def review_pairs(path: Path, budget: Budget, session) -> dict[str, Any]:
     """BT on self-made VADER-ranked pairs of review samples; accuracy on pairs made the same way on test."""
     import aldsl
-    from aldsl.store.data import forbid_splits
+    from aldsl.evaluators import evaluate
     from aldsl.ops.sampling import sample
     from aldsl.runtime.executor import Executor
+    from aldsl.store.data import forbid_splits
 
     compiled = aldsl.compile(path)
     graph = compiled.program_graph
     with forbid_splits("test"):
         model = session.reward("reward:bt", graph)
-    spec = graph["reward:bt"]["params"]
+    spec = graph.spec("reward:bt")
     test = Executor(graph, session).records("test", budget.review_test)
-    thoughts = sample(session, graph, spec["prompter"], spec["generator"], test, spec["samples"], spec["temperature"])
+    thoughts = sample(session, graph, spec.prompter, spec.generator, test, spec["samples"], spec["temperature"])
     pairs = []
     for record, ts in zip(test, thoughts):
-        scores = session.evaluate(spec["annotator"], [t.strip() for t in ts], [record] * len(ts), graph)
+        scores = evaluate(spec.annotator, [t.strip() for t in ts], [record] * len(ts), session, graph)
         best, worst = max(range(len(ts)), key=scores.__getitem__), min(range(len(ts)), key=scores.__getitem__)
         if scores[best] > scores[worst]:
             pairs.append((record["x"], ts[best], ts[worst]))

@@ -75,7 +75,7 @@ def main() -> int:
         session = Session(cache=GenerationCache(Path(tmp) / "generations.sqlite"))
         executor = Executor(prog.program_graph, session)
         records = executor.records("test", n)
-        gen = prog.program_graph["generate_1"]["params"]["generator"]
+        gen = prog.program_graph.spec("generate_1").generator
         session.backend(gen, prog.program_graph)  # load (and convert) before timing
         raw_backend = load_backend(session.model_spec(gen, prog.program_graph))
 

@@ -249,7 +249,7 @@ def test_a_reward_trains_on_the_base_model_so_a_pinned_fine_tune_makes_no_cycle(
 def test_a_pinned_program_trains_the_resources_its_search_used(name, tmp_path):
     """Pinning non-default values must not change a reward's or fine-tuning's training (their content
     keys ignore names), nor any node of the chain."""
-    from aldsl.compiler.graph import unnamed
+    from aldsl.compiler.specs import unnamed
     from aldsl.language.pin import pin_source
 
     source = ROOT / "programs" / name
@@ -278,3 +278,21 @@ def test_prompts_with_demonstrations_stop_where_the_next_one_would_start():
     assert stops("05_few_shot.alp", {"p.demos.k": 0}) == []
     assert stops("06_thought_process.alp", {}) == ["\n", "\nQ:"]  # its own stop first
     assert stops("quickstart.alp", {}) == [] and stops("quickstart.alp", {"p.demos.k": 2}) == ["\nQ:"]
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
+def test_every_node_reads_as_its_typed_spec_and_writes_back_exactly(path):
+    graph = aldsl.compile(path).program_graph
+    for node in graph.nodes():
+        spec = graph.spec(node)
+        assert type(spec).__name__ != "dict" and spec.to_json() == graph[node]["params"], node
+
+
+def test_a_node_of_unknown_kind_is_a_clear_error():
+    from aldsl.compiler.graph import UnknownNode
+    from aldsl.runtime.executor import Executor
+
+    graph = aldsl.compile(ROOT / "programs" / "quickstart.alp").program_graph
+    graph.g.add_node("mystery", op="teleport", params={}, round=None, uses=[])
+    with pytest.raises(UnknownNode, match="'mystery'.*'teleport'.*recompile"):
+        Executor(graph).run([{"id": "1", "x": "1 + 1?", "y": "2", "demo": None}])

@@ -2,8 +2,17 @@
 
 import pytest
 
-from aldsl.evaluators.builtin import EVALUATORS, PARAMS, REQUIRED, EvaluatorError, check_params, evaluate, register
+import inspect
+from pathlib import Path
 
+import aldsl
+from aldsl.evaluators.builtin import EVALUATORS, EvaluatorError
+from aldsl.evaluators.builtin import score as evaluate
+from aldsl.language.diagnostics import AlpError
+from aldsl.language.schema import BY_KIND
+from aldsl.language.schema import REQUIRED as REQUIRED_DEFAULT
+
+DATA = Path(__file__).resolve().parents[1] / "programs" / "data" / "arith.jsonl"
 RECORDS = [{"id": "a", "y": "Paris"}, {"id": "b", "y": "8"}, {"id": "c", "y": "New  York", "alt": "NYC"}]
 
 
@@ -44,19 +53,28 @@ def test_sentiment_orders_and_mirrors() -> None:
 def test_parameter_validation_messages() -> None:
     with pytest.raises(EvaluatorError, match="unknown evaluator 'exact'.*exact_match"):
         evaluate("exact", ["x"], [{"y": "x"}])
-    with pytest.raises(EvaluatorError, match="no parameter 'tolerance'.*field, tol"):
-        evaluate("numeric_match", ["1"], [{"y": "1"}], {"tolerance": 0.1})
-    with pytest.raises(EvaluatorError, match="needs parameter 'pattern'"):
-        evaluate("regex", ["x"], [{}])
-    with pytest.raises(EvaluatorError, match="'ignore_case' must be bool"):
-        evaluate("exact_match", ["x"], [{"y": "x"}], {"ignore_case": 1})
-    with pytest.raises(EvaluatorError, match="'tol' must be float"):
-        evaluate("numeric_match", ["1"], [{"y": "1"}], {"tol": "small"})
     with pytest.raises(EvaluatorError, match="invalid pattern"):
         evaluate("regex", ["x"], [{}], {"pattern": "("})
     with pytest.raises(EvaluatorError, match="2 answers for 1 records"):
         evaluate("exact_match", ["x", "y"], [{"y": "x"}])
-    assert check_params("numeric_match", {"tol": 1}) == {"field": "y", "tol": 1}
+
+
+@pytest.mark.parametrize("decl, message", [
+    ("numeric_match(tolerance = 0.1)", "numeric_match\\(\\) has no parameter 'tolerance'(.|\\n)*takes: field, tol"),
+    ("regex()", "regex\\(\\) needs 'pattern'"),
+    ("exact_match(ignore_case = 1)", "expected true or false for 'ignore_case'"),
+    ("numeric_match(tol = \"small\")", "expected a number for 'tol'"),
+])
+def test_parameters_are_checked_by_the_language(decl: str, message: str) -> None:
+    source = f"""program p
+data d = jsonl("{DATA}", input = "question", target = "answer")
+generator g = model("smollm2-135m")
+prompter q = prompt()
+evaluator e = {decl}
+flow main = loop(d, generator = g, prompter = q, evaluator = e)
+"""
+    with pytest.raises(AlpError, match=message):
+        aldsl.compile(source)
 
 
 def test_missing_or_null_target_field() -> None:
@@ -66,19 +84,13 @@ def test_missing_or_null_target_field() -> None:
         evaluate("numeric_match", ["1"], [{"id": "q1", "y": None}])
 
 
-def test_params_describe_every_evaluator_and_register_adds_one() -> None:
-    assert set(PARAMS) == set(EVALUATORS)
-    assert PARAMS["regex"]["pattern"] is REQUIRED
-
-    def shorter_than(answers: list[str], records: list[dict], max_words: int = 3) -> list[float]:
-        return [float(len(a.split()) <= max_words) for a in answers]
-
-    register("test_shorter_than", shorter_than, {"max_words": 3})
-    try:
-        assert evaluate("test_shorter_than", ["a b", "a b c d"], [{}, {}]) == [1.0, 0.0]
-        assert evaluate("test_shorter_than", ["a b c d"], [{}], {"max_words": 4}) == [1.0]
-        with pytest.raises(EvaluatorError, match="already registered"):
-            register("test_shorter_than", shorter_than, {})
-    finally:
-        EVALUATORS.pop("test_shorter_than")
-        PARAMS.pop("test_shorter_than")
+def test_the_schema_is_the_one_parameter_system() -> None:
+    """Every built-in evaluator takes exactly the parameters its constructor declares, with the same defaults,
+    and every evaluator constructor of the language has an implementation."""
+    declared = BY_KIND["evaluator"]
+    for kind, fn in EVALUATORS.items():
+        signature = list(inspect.signature(fn).parameters.values())[2:]  # after answers, records
+        params = {p.name: p.default for p in declared[kind].params}
+        assert {p.name: (p.default if p.default is not inspect.Parameter.empty else None) for p in signature} == \
+            {n: (None if d is REQUIRED_DEFAULT else d) for n, d in params.items()}, kind
+    assert set(declared) == set(EVALUATORS) | {"code_tests", "external", "judge"}

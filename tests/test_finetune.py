@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import aldsl
 import aldsl.finetune.checkpoint as finetune
 from aldsl.store.artifacts import ArtifactWarning
 from aldsl.backends import ModelSpec, load_backend
+from aldsl.compiler.specs import Finetune
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
 from aldsl.runtime.session import Session
@@ -58,8 +60,8 @@ def checkpoint(prog: aldsl.CompiledProgram, session: Session) -> Path:
     return session.checkpoint("finetune:ft", prog.program_graph)
 
 
-def spec_of(prog: aldsl.CompiledProgram) -> dict:
-    return prog.program_graph["finetune:ft"]["params"]
+def spec_of(prog: aldsl.CompiledProgram) -> Finetune:
+    return prog.program_graph.spec("finetune:ft")
 
 
 def meta(folder: Path) -> dict:
@@ -85,7 +87,7 @@ def test_sft_learns_the_demonstrations(tmp_path, tiny_model_dir, session):
     prog = program(tmp_path, tiny_model_dir, "finetune ft = sft(d.train, steps = 25, lr = 5e-3, batch = 6)")
     tuned = prog.run(split="train", session=session)
     spec = spec_of(prog)  # its generator is the base model's
-    base_texts = sample(session, prog.program_graph, spec["prompter"], spec["generator"],
+    base_texts = sample(session, prog.program_graph, spec.prompter, spec.generator,
                         [t.record for t in tuned.traces], 1)
     for trace, (base_text,) in zip(tuned.traces, base_texts):
         demo = trace.record["demo"]
@@ -102,7 +104,7 @@ def test_training_prompts_are_what_the_executor_feeds_the_model(tmp_path, tiny_m
     prog = program(tmp_path, tiny_model_dir, "finetune ft = sft(d.train, steps = 1)", prompter="template = tutor",
                    extra=extra)
     spec = spec_of(prog)
-    records = session.split(prog.program_graph, spec["data"])
+    records = session.split(prog.program_graph, spec.data)
     pairs = finetune.sft_examples(spec, session, prog.program_graph, records)
     run = prog.run(split="train", session=session)
     assert [e.prompt for e in pairs] == [t.prompts[0]["prompt"] for t in run.traces]
@@ -188,8 +190,8 @@ def test_rejection_keeps_the_top_reward_sample_per_query(tmp_path, tiny_model_di
                    extra='reward r = external(call = "scores.py:length")')
     spec = spec_of(prog)
     folder = checkpoint(prog, session)
-    records = session.split(prog.program_graph, spec["data"])
-    drawn = sample(session, prog.program_graph, spec["prompter"], spec["generator"], records, 3, temperature=0.8)
+    records = session.split(prog.program_graph, spec.data)
+    drawn = sample(session, prog.program_graph, spec.prompter, spec.generator, records, 3, temperature=0.8)
     assert [e["target"] for e in examples(folder)] == [max(texts, key=len) for texts in drawn]
     info = meta(folder)["data"]
     assert info["kept"] == 6 and info["sample_temperature"] == 0.8 and info["ranked_by"] == "reward:r"
@@ -200,8 +202,8 @@ def test_rejection_by_the_golden_check_skips_queries_nothing_passes(tmp_path, ti
                    evaluator='external(call = "scores.py:only_even_ids")')
     folder = checkpoint(prog, session)
     spec = spec_of(prog)
-    records = session.split(prog.program_graph, spec["data"])
-    drawn = sample(session, prog.program_graph, spec["prompter"], spec["generator"], records, 2, temperature=0.8)
+    records = session.split(prog.program_graph, spec.data)
+    drawn = sample(session, prog.program_graph, spec.prompter, spec.generator, records, 2, temperature=0.8)
     kept = [texts[0] for r, texts in zip(records, drawn) if int(r["id"][1:]) % 2 == 0]  # all pass: the first wins
     assert [e["target"] for e in examples(folder)] == kept and meta(folder)["data"]["pass_rate"] == 0.5
     failing = program(tmp_path, tiny_model_dir, "finetune ft = rejection(d.train, samples = 2, steps = 2)",
@@ -210,9 +212,10 @@ def test_rejection_by_the_golden_check_skips_queries_nothing_passes(tmp_path, ti
         checkpoint(failing, session)
 
 
-def iterative_spec(prog: aldsl.CompiledProgram, rounds: int) -> dict:
+def iterative_spec(prog: aldsl.CompiledProgram, rounds: int) -> Finetune:
     """The checker only lets trained rewards into iterative(); the loop itself runs with any reward."""
-    return {**spec_of(prog), "kind": "iterative", "rounds": rounds}
+    spec = spec_of(prog)
+    return replace(spec, kind="iterative", settings={**spec.settings, "rounds": rounds})
 
 
 def test_iterative_rounds_are_checkpoints_and_more_rounds_continue(tmp_path, tiny_model_dir, session, monkeypatch):
@@ -233,8 +236,8 @@ def test_iterative_rounds_are_checkpoints_and_more_rounds_continue(tmp_path, tin
     assert meta(one)["data"]["start"] == "base"
     assert meta(two)["data"]["round"] == 2 and meta(two)["data"]["start"] == one.name and one != two
     spec = spec_of(prog)
-    records = session.split(graph, spec["data"])
-    from_one = sample(session, graph, spec["prompter"], {**spec["generator"], "checkpoint": str(one)}, records, 2,
+    records = session.split(graph, spec.data)
+    from_one = sample(session, graph, spec.prompter, replace(spec.generator, checkpoint=str(one)), records, 2,
                       temperature=0.8)
     assert [e["target"] for e in examples(two)] == [max(t, key=len) for t in from_one]  # sampled from round 1
     assert finetune.ensure_checkpoint(iterative_spec(prog, 2), Session(), graph) == two and len(calls) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import aldsl
+from aldsl.compiler.specs import SplitRef
 import aldsl.finetune.checkpoint as finetune
 from aldsl.runtime.session import Session
 
@@ -31,7 +32,7 @@ flow main = loop(problems, generator = g, prompter = p, answer = number, evaluat
     folder = session.checkpoint("finetune:ft", prog.program_graph)
     meta = json.loads((folder / "meta.json").read_text())
     assert len(meta["losses"]) == 4 and meta["losses"][-1] < meta["losses"][0]
-    assert meta["examples"] == len(session.split(prog.program_graph, {"data": "problems", "split": "train"}))
+    assert meta["examples"] == len(session.split(prog.program_graph, SplitRef("problems", "train")))
     result = prog.run(split="train", limit=3, session=session)  # generates with the checkpoint
     assert all(len(t.candidates[0].text.split()) >= 3 for t in result.traces)
 

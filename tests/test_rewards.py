@@ -154,7 +154,7 @@ def test_holdout_is_a_stable_fifth_of_the_queries():
 def test_features_embed_batches_and_memoise(tmp_path, tiny_model_dir):
     graph = aldsl.compile(program(tmp_path, tiny_model_dir)).program_graph
     session = new_session(tmp_path)
-    gen = graph["generate_1"]["params"]["generator"]
+    gen = graph.spec("generate_1").generator
     features = Features("hidden", session, gen, graph)
     backend = session.backend(gen, graph)
     calls = []

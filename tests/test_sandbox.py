@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aldsl.isolation.sandbox import extract_python, run_sandboxed, run_tests
+from aldsl.evaluators.code_tests import run_tests
+from aldsl.isolation.sandbox import extract_python, run_sandboxed
 
 HARNESS = "def run(candidate, args):\n    return candidate.main(**args)\n"
 

@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
+from aldsl.backends.base import Decoding
+from aldsl.compiler import specs
+from aldsl.compiler.graph import ProgramGraph
+from aldsl.errors import UserError
 from aldsl.language import templates
 from aldsl.language.check import Checked, Link, Nested, SplitLink
-from aldsl.compiler.graph import ProgramGraph
+from aldsl.language.schema import GOLDEN_REWARDS, MODEL_REWARDS, TRAINED_REWARDS
 from aldsl.language.space import SearchSpace, concretize, extract, to_json_value
+from aldsl.store.data import DataSpec
 
 FORMAT = 1
 CHAIN_OPS = ("prompt", "generate", "reward", "select")
@@ -42,59 +47,62 @@ class _Builder:
     def ctor_of(self, name: str) -> str:
         return self.checked.decls[name].ctor
 
-    def template(self, link: Link | str, decls: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def template(self, link: Link | str, decls: dict[str, dict[str, Any]]) -> specs.Template:
         name = link.name if isinstance(link, Link) else link
         if name in self.checked.decls and self.kind_of(name) == "template":
             p = decls[name]
-            return {"name": name, "body": p["body"], "system": p["system"], "demo": p["demo"], "prefill": p["prefill"]}
-        return templates.builtin(name)
+            return specs.Template(name, p["body"], p["system"], p["demo"], p["prefill"])
+        return specs.Template.from_json(templates.builtin(name))
 
-    def data_ref(self, s: SplitLink) -> dict[str, str]:
-        return {"data": s.data, "split": s.split}
-
-    def generator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+    def generator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Generator:
         p = decls[name]
         users.add(name)
         if self.ctor_of(name) == "candidates":
-            return {"name": name, "candidates": list(p["fields"]), "seed": p["seed"]}
+            return specs.CandidatesGenerator(name, tuple(p["fields"]), p["seed"])
         finetune = p["finetune"].name if isinstance(p["finetune"], Link) else None
         if finetune:
             users.add(finetune)
-        return {
-            "name": name, "model": p["name"], "backend": p["backend"], "device": p["device"], "dtype": p["dtype"],
-            "finetune": f"finetune:{finetune}" if finetune else None,
-            "decoding": {k: p[k] for k in ("temperature", "top_p", "top_k", "max_tokens", "stop", "seed")},
-        }
+        decoding = Decoding(temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
+                            max_tokens=p["max_tokens"], stop=tuple(p["stop"]), seed=p["seed"])
+        return specs.ModelGenerator(name, p["name"], decoding, p["backend"], p["device"], p["dtype"],
+                                    f"finetune:{finetune}" if finetune else None)
 
-    def prompter(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+    def prompter(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Prompter:
         p = decls[name]
         users.add(name)
         t = p["template"]
         if isinstance(t, Nested):
             reward = t.params["reward"].name
-            among = decls[reward]["among"]
-            template: dict[str, Any] = {"per_query": f"reward:{reward}",
-                                        "among": [self.template(a, decls) for a in among]}
+            template: specs.Template | specs.PerQuery = specs.PerQuery(
+                f"reward:{reward}", tuple(self.template(a, decls) for a in decls[reward]["among"]))
         else:
             template = self.template(t, decls)
         demos = None
         if isinstance(p["demos"], Nested):
             d = p["demos"].params
-            demos = {"pool": self.data_ref(d["pool"]), "k": d["k"], "pick": d["pick"], "ids": d["ids"], "seed": d["seed"]}
+            demos = specs.Demos(self.split(d["pool"]), d["k"], d["pick"], tuple(d["ids"]), d["seed"])
         f = p["followup"]
-        followup = None if f is None else "continue" if f == "continue" else self.template(f, decls)
-        return {"name": name, "template": template, "demos": demos, "followup": followup, "chat": p["chat"]}
+        followup = None if f is None else specs.CONTINUE if f == specs.CONTINUE else self.template(f, decls)
+        return specs.Prompter(name, template, demos, followup, p["chat"])
 
-    def evaluator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+    @staticmethod
+    def split(s: SplitLink) -> specs.SplitRef:
+        return specs.SplitRef(s.data, s.split)
+
+    def evaluator(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Evaluator:
         users.add(name)
         params = dict(decls[name])
         kind = self.ctor_of(name)
+        template = generator = None
         if kind == "judge":
-            params["template"] = self.template(params["template"] or "judge", decls)
-            params["generator"] = self.generator(self._flow_generator(params.pop("generator")), decls, users)
+            template = self.template(params.pop("template") or "judge", decls)
+            judge = self.generator(self._flow_generator(params.pop("generator")), decls, users)
+            if not isinstance(judge, specs.ModelGenerator):
+                raise UserError(f"evaluator {name!r}: a judge needs a model generator, not candidates from records")
+            generator = judge
         if kind == "external":
             params["base_dir"] = str(self.checked.base_dir)
-        return {"name": name, "kind": kind, "params": _plain(params)}
+        return specs.Evaluator(name, kind, _plain(params), template, generator)
 
     @staticmethod
     def _named(value: Any, default: Any) -> Any:
@@ -105,7 +113,7 @@ class _Builder:
     def _flow_generator(self, g: Any) -> str:
         return self._named(g, self.trial[self.flow_name]["generator"])
 
-    def _flow_evaluator(self, e: Any, decls: dict[str, dict[str, Any]], users: set[str]) -> dict[str, Any]:
+    def _flow_evaluator(self, e: Any, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Evaluator:
         if isinstance(e, Link):
             return self.evaluator(e.name, decls, users)
         evals = self.defaults[self.flow_name]["evaluator"]
@@ -116,8 +124,10 @@ class _Builder:
     def add_data(self, name: str) -> str:
         node = f"data:{name}"
         if node not in self.graph.g:
-            p = self.trial[name]
-            self.graph.add(node, "data", {"name": name, "format": self.ctor_of(name), **_plain(p)}, uses=[name])
+            p = _plain(self.trial[name])
+            spec = DataSpec(kind=self.ctor_of(name), path=p["path"], input=p["input"], target=p["target"],
+                            demo=p["demo"], split=p["split"], seed=p["seed"], name=name)
+            self.graph.add(node, "data", spec.to_json(), uses=[name])
         return node
 
     def add_reward(self, name: str) -> str:
@@ -127,36 +137,37 @@ class _Builder:
         kind = self.ctor_of(name)
         p = dict(self.trial[name])
         users = {name}
-        spec: dict[str, Any] = {"name": name, "kind": kind}
         flow_defaults = self.defaults[self.flow_name]
-        if kind in ("critic", "binary", "bradley_terry", "discriminator", "outcome", "process"):
+        typed: dict[str, Any] = {}
+        if kind in MODEL_REWARDS:
             named = p.pop("generator", None)
-            spec["generator"] = self.generator(self._flow_generator(named), self.defaults, users)
-            if not isinstance(named, Link) and kind != "critic" and spec["generator"].get("finetune"):
+            generator = self.generator(self._flow_generator(named), self.defaults, users)
+            if not isinstance(named, Link) and kind != "critic" and isinstance(generator, specs.ModelGenerator) \
+                    and generator.finetune:
                 # The flow's generator, before fine-tuning: its fine-tuning may train on this reward, and a
                 # program written with a fine-tuned choice pinned must train the same reward as its search.
-                users.discard(spec["generator"]["finetune"].split(":", 1)[1])
-                spec["generator"]["finetune"] = None
+                users.discard(generator.finetune.split(":", 1)[1])
+                generator = generator.base()
+            typed["generator"] = generator
         if kind == "critic":
-            spec["template"] = self.template(p.pop("template") or "critic", self.defaults)
-        if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
-            spec["prompter"] = self.prompter(self._named(p.pop("prompter", None), flow_defaults["prompter"]),
-                                             self.defaults, users)
-        if kind in ("binary", "discriminator", "outcome", "process", "bradley_terry"):
-            spec["answer"] = _answer_spec(flow_defaults["answer"])
-        if kind in ("binary", "discriminator", "outcome", "process"):
-            spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
+            typed["template"] = self.template(p.pop("template") or "critic", self.defaults)
+        if kind in TRAINED_REWARDS:
+            typed["prompter"] = self.prompter(self._named(p.pop("prompter", None), flow_defaults["prompter"]),
+                                              self.defaults, users)
+            typed["answer"] = _answer_spec(flow_defaults["answer"])
+        if kind in GOLDEN_REWARDS:
+            typed["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
         if kind == "binary":
-            spec["among"] = [self.template(a, self.defaults) for a in p.pop("among")]
+            typed["among"] = tuple(self.template(a, self.defaults) for a in p.pop("among"))
         if kind == "bradley_terry" and isinstance(p.get("annotator"), Link):
-            spec["annotator"] = self.evaluator(p.pop("annotator").name, self.defaults, users)
+            typed["annotator"] = self.evaluator(p.pop("annotator").name, self.defaults, users)
         if kind == "external":
-            spec["base_dir"] = str(self.checked.base_dir)
+            p["base_dir"] = str(self.checked.base_dir)
         if "data" in p:
-            spec["data"] = self.data_ref(p.pop("data"))
-        spec.update(_plain(p))
-        self.graph.add(node, "reward_model", spec, uses=sorted(users))
-        self._link_resources(node, spec)
+            typed["data"] = self.split(p.pop("data"))
+        spec = specs.Reward(name, kind, _plain(p), **typed)
+        self.graph.add(node, "reward_model", spec.to_json(), uses=sorted(users))
+        self._link_resources(node, spec.to_json())
         return node
 
     def add_finetune(self, name: str) -> str:
@@ -167,17 +178,20 @@ class _Builder:
         p = dict(self.trial[name])
         users = {name}
         flow = self.defaults[self.flow_name]
-        spec: dict[str, Any] = {"name": name, "kind": kind, "data": self.data_ref(p.pop("data"))}
+        data = self.split(p.pop("data"))
         base = self._named(p.pop("generator", None), None) or self._base_generator(name)
-        spec["generator"] = {**self.generator(base, self.defaults, users), "finetune": None}
-        spec["prompter"] = self.prompter(self._named(p.pop("prompter", None), flow["prompter"]), self.defaults, users)
-        spec["evaluator"] = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
-        spec["answer"] = _answer_spec(flow["answer"])
+        generator = self.generator(base, self.defaults, users)
+        if not isinstance(generator, specs.ModelGenerator):
+            raise UserError(f"finetune {name!r}: generator {base!r} reads candidates from records; it has no "
+                            "weights to fine-tune")
+        prompter = self.prompter(self._named(p.pop("prompter", None), flow["prompter"]), self.defaults, users)
+        evaluator = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
         reward = p.pop("reward", None)
-        spec["reward"] = self.add_reward(reward.name) if isinstance(reward, Link) else None
-        spec.update(_plain(p))
-        self.graph.add(node, "finetune", spec, uses=sorted(users))
-        self._link_resources(node, spec)
+        spec = specs.Finetune(name, kind, data, generator.base(), prompter, _plain(p), evaluator,
+                              _answer_spec(flow["answer"]), self.add_reward(reward.name) if isinstance(reward, Link)
+                              else None)
+        self.graph.add(node, "finetune", spec.to_json(), uses=sorted(users))
+        self._link_resources(node, spec.to_json())
         return node
 
     def _base_generator(self, finetune: str) -> str:
@@ -202,28 +216,31 @@ class _Builder:
         f = self.trial[self.flow_name]
         g = self.graph
         data = self.add_data(f["data"].name)
-        g.add("input", "input", {"data": f["data"].name}, uses=[self.flow_name])
+        g.add("input", "input", specs.Input(f["data"].name).to_json(), uses=[self.flow_name])
         g.g.add_edge(data, "input", flow="records")
         users: set[str] = set()
         gen = self.generator(f["generator"].name, self.trial, users)
         prompter_users: set[str] = set()
         prompter = self.prompter(f["prompter"].name, self.trial, prompter_users)
-        stops = [s for s in _demo_stops(prompter) if "decoding" in gen and s not in gen["decoding"]["stop"]]
-        if stops:
-            gen = {**gen, "decoding": {**gen["decoding"], "stop": [*gen["decoding"]["stop"], *stops]}}
+        if isinstance(gen, specs.ModelGenerator):
+            stops = [s for s in _demo_stops(prompter) if s not in gen.decoding.stop]
+            if stops:
+                gen = gen.with_decoding(stop=(*gen.decoding.stop, *stops))
         reward = f["reward"].name if isinstance(f["reward"], Link) else None
         reward_node = self.add_reward(reward) if reward else None
-        finetune_node = self.add_finetune(gen["finetune"].split(":", 1)[1]) if gen.get("finetune") else None
+        finetune = gen.finetune if isinstance(gen, specs.ModelGenerator) else None
+        finetune_node = self.add_finetune(finetune.split(":", 1)[1]) if finetune else None
         prev = "input"
         T = f["rounds"]
         for t in range(1, T + 1):
-            ids = [f"{op}_{t}" for op in CHAIN_OPS]
-            g.add(ids[0], "prompt", {**prompter, "round": t}, round=t, uses=sorted(prompter_users | {self.flow_name}))
-            g.add(ids[1], "generate", {"generator": gen, "samples": f["samples"], "round": t}, round=t,
+            ids = [g.chain(op, t) for op in CHAIN_OPS]
+            g.add(ids[0], "prompt", specs.Prompt(prompter, t).to_json(), round=t,
+                  uses=sorted(prompter_users | {self.flow_name}))
+            g.add(ids[1], "generate", specs.Generate(gen, f["samples"], t).to_json(), round=t,
                   uses=sorted(users | {self.flow_name}))
-            g.add(ids[2], "reward", {"reward": reward_node, "round": t}, round=t,
+            g.add(ids[2], "reward", specs.Score(reward_node, t).to_json(), round=t,
                   uses=[self.flow_name] + ([reward] if reward else []))
-            g.add(ids[3], "select", {"keep": f["keep"], "round": t, "last": t == T}, round=t, uses=[self.flow_name])
+            g.add(ids[3], "select", specs.Keep(f["keep"], t, t == T).to_json(), round=t, uses=[self.flow_name])
             g.g.add_edge(prev, ids[0], flow="parents" if t > 1 else "queries")
             for a, b, what in zip(ids, ids[1:], ("prompts", "samples", "rewards")):
                 g.g.add_edge(a, b, flow=what)
@@ -231,37 +248,33 @@ class _Builder:
                 g.g.add_edge(reward_node, ids[2], flow="model")
             if finetune_node:
                 g.g.add_edge(finetune_node, ids[1], flow="model")
-            self._link_resources(ids[0], prompter)
+            self._link_resources(ids[0], prompter.to_json())
             prev = ids[3]
-        answer = {"select": f["select"], "pool": f["pool"], "reward": reward_node,
-                  "answer": _answer_spec(f["answer"])}
-        g.add("answer", "answer", answer, uses=[self.flow_name])
+        choose = specs.Choose(f["select"], f["pool"], reward_node, _answer_spec(f["answer"]))
+        g.add("answer", "answer", choose.to_json(), uses=[self.flow_name])
         g.g.add_edge(prev, "answer", flow="candidates")
         evals = f["evaluator"] if isinstance(f["evaluator"], list) else [f["evaluator"]]
         eval_users: set[str] = set()
-        specs = [self.evaluator(e.name, self.trial, eval_users) for e in evals]
-        g.add("evaluate", "evaluate", {"evaluators": specs}, uses=sorted(eval_users | {self.flow_name}))
+        evaluate = specs.Evaluate(tuple(self.evaluator(e.name, self.trial, eval_users) for e in evals))
+        g.add("evaluate", "evaluate", evaluate.to_json(), uses=sorted(eval_users | {self.flow_name}))
         g.g.add_edge("answer", "evaluate", flow="answers")
         g.g.add_edge("input", "evaluate", flow="records")
         return g
 
 
-def _demo_stops(prompter: Mapping[str, Any]) -> list[str]:
+def _demo_stops(prompter: specs.Prompter) -> list[str]:
     """Where the next demonstration would start (``"\\nQ:"``) when the prompt shows demonstrations: a
     model that has answered goes on to invent question-answer pairs, whose answers would be read."""
-    demos = prompter.get("demos")
-    if not demos or not demos.get("k"):
+    if not prompter.shows_demos:
         return []
-    template = prompter["template"]
-    formats = [t.get("demo") or "" for t in template["among"]] if "among" in template else [template.get("demo") or ""]
-    heads = [f.split("{x}", 1)[0].strip() for f in formats if "{x}" in f]
+    heads = [(t.demo or "").split("{x}", 1)[0].strip() for t in prompter.templates if "{x}" in (t.demo or "")]
     return list(dict.fromkeys("\n" + h for h in heads if h))
 
 
-def _answer_spec(answer: Any) -> dict[str, Any]:
+def _answer_spec(answer: Any) -> specs.Answer:
     if isinstance(answer, Nested):
-        return {"kind": answer.ctor, "arg": _plain(next(iter(answer.params.values())))}
-    return {"kind": answer, "arg": None}
+        return specs.Answer(answer.ctor, _plain(next(iter(answer.params.values()))))
+    return specs.Answer(answer)
 
 
 def _plain(value: Any) -> Any:
@@ -320,9 +333,9 @@ def _optimize_spec(checked: Checked, builder: _Builder) -> dict[str, Any] | None
         return None
     p = dict(d.params)
     spec: dict[str, Any] = {"name": d.name, "method": d.ctor, "objective": p.pop("objective").name,
-                            "on": builder.data_ref(p.pop("on"))}
+                            "on": builder.split(p.pop("on")).to_json()}
     report = p.pop("report")
-    spec["report"] = builder.data_ref(report) if report else {"data": spec["on"]["data"], "split": "test"}
+    spec["report"] = builder.split(report).to_json() if report else {"data": spec["on"]["data"], "split": "test"}
     if "reward" in p:
         spec["reward"] = p.pop("reward").name
     spec.update(_plain(p))

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping
 
 import networkx as nx
 
+from aldsl.compiler.specs import SPECS, NodeSpec, SpecError
 from aldsl.errors import UserError
 
 
@@ -17,6 +18,7 @@ class ProgramGraph:
 
     def __init__(self, g: nx.DiGraph):
         self.g = g
+        self._specs: dict[str, NodeSpec] = {}
 
     @staticmethod
     def empty() -> "ProgramGraph":
@@ -42,6 +44,22 @@ class ProgramGraph:
 
     def __getitem__(self, node: str) -> dict[str, Any]:
         return self.g.nodes[node]
+
+    def spec(self, node: str) -> NodeSpec:
+        """The typed spec of a node (read from its JSON parameters once)."""
+        if node not in self._specs:
+            if node not in self.g:
+                raise SpecError(f"the graph of {self.program!r} has no node {node!r}; recompile the program")
+            op = self.g.nodes[node]["op"]
+            if op not in SPECS:
+                raise UnknownNode(f"node {node!r} of {self.program!r} has op {op!r}, which this version of aldsl "
+                                  f"cannot run (known: {', '.join(SPECS)}); recompile the program with it")
+            self._specs[node] = SPECS[op].from_json(self.g.nodes[node]["params"])
+        return self._specs[node]
+
+    def chain(self, op: str, round: int) -> str:
+        """The chain node of ``op`` in round ``round`` (``prompt``, ``generate``, ``reward``, ``select``)."""
+        return f"{op}_{round}"
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.nodes())
@@ -74,19 +92,13 @@ class ProgramGraph:
         return p
 
 
+class UnknownNode(SpecError):
+    """A node whose op no interpreter method runs."""
+
+
 def sort_key(node: str) -> str:
     """Resources first, then the chain by round."""
     head, _, tail = node.rpartition("_")
     if tail.isdigit():
         return f"1{int(tail):06d}{head}"
     return {"input": "0", "answer": "2", "evaluate": "3"}.get(node, "0" + node)
-
-
-def unnamed(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A resource spec without the names of its declarations and of the generator and prompter it
-    uses: names never change what a resource computes, so content keys leave them out."""
-    out = {k: v for k, v in spec.items() if k != "name"}
-    for key in ("generator", "prompter"):
-        if isinstance(out.get(key), dict):
-            out[key] = {k: v for k, v in out[key].items() if k != "name"}
-    return out

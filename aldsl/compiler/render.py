@@ -6,36 +6,35 @@ from pathlib import Path
 
 import networkx as nx
 
+from aldsl.compiler import specs
 from aldsl.compiler.graph import ProgramGraph, sort_key
 
 
 def label(graph: ProgramGraph, node: str) -> str:
     """The node's id and a one-line detail of what it does."""
-    a = graph.g.nodes[node]
-    p = a["params"]
-    op = a["op"]
+    spec = graph.spec(node)
     detail = ""
-    if op == "prompt":
-        t = p["template"]
-        detail = t.get("name") or "per-query choice"
-        if p.get("demos"):
-            detail += f", {p['demos']['k']} demos ({p['demos']['pick']})"
-    elif op == "generate":
-        gen = p["generator"]
-        detail = (f"{gen.get('model')}, L={p['samples']}, tau={gen['decoding']['temperature']}"
-                  if "model" in gen else f"candidates {gen['candidates']}")
-    elif op == "reward":
-        detail = (p["reward"] or "none").split(":")[-1]
-    elif op == "select":
-        detail = f"keep {p['keep']}"
-    elif op == "answer":
-        detail = f"{p['select']}, {p['answer']['kind']}"
-    elif op == "evaluate":
-        detail = ", ".join(e["name"] for e in p["evaluators"])
-    elif op in ("reward_model", "finetune"):
-        detail = p["kind"]
-    elif op == "data":
-        detail = Path(p["path"]).name
+    if isinstance(spec, specs.Prompt):
+        t = spec.prompter.template
+        detail = t.name if isinstance(t, specs.Template) else "per-query choice"
+        if spec.prompter.demos:
+            detail += f", {spec.prompter.demos.k} demos ({spec.prompter.demos.pick})"
+    elif isinstance(spec, specs.Generate):
+        gen = spec.generator
+        detail = (f"{gen.model}, L={spec.samples}, tau={gen.decoding.temperature}"
+                  if isinstance(gen, specs.ModelGenerator) else f"candidates {list(gen.candidates)}")
+    elif isinstance(spec, specs.Score):
+        detail = (spec.reward or "none").split(":")[-1]
+    elif isinstance(spec, specs.Keep):
+        detail = f"keep {spec.keep}"
+    elif isinstance(spec, specs.Choose):
+        detail = f"{spec.select}, {spec.answer.kind}"
+    elif isinstance(spec, specs.Evaluate):
+        detail = ", ".join(e.name for e in spec.evaluators)
+    elif isinstance(spec, (specs.Reward, specs.Finetune)):
+        detail = spec.kind
+    elif isinstance(spec, specs.DataSpec):
+        detail = Path(spec.path).name
     return f"{node}\\n{detail}" if detail else node
 
 

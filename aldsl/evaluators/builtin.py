@@ -1,9 +1,8 @@
-"""The evaluator E: scores in [0, 1] for a batch of answers against their records.
+"""The built-in evaluators: pure functions of (answers, records) with scores in [0, 1].
 
-Every evaluator is ``fn(answers, records, **params) -> list[float]`` with one score per
-answer. ``PARAMS`` describes each kind's parameters and defaults (``REQUIRED`` marks a
-parameter without default) so the language checker can validate programs; ``evaluate``
-validates parameters and then scores. Other modules add kinds with ``register``.
+Every evaluator is ``fn(answers, records, **params) -> list[float]`` with one score per answer;
+its parameters and their defaults are declared once, in the language schema
+(``aldsl.language.schema``), which the checker validates programs against.
 """
 
 from __future__ import annotations
@@ -21,14 +20,6 @@ from aldsl.ops.answers import extract
 class EvaluatorError(UserError, ValueError):
     """A user error in an evaluator's use: unknown kind or parameter, missing field, bad value."""
 
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-"""Default value marking a parameter that a program must give."""
 
 Evaluator = Callable[..., list[float]]
 
@@ -84,7 +75,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         raise EvaluatorError(f"evaluator 'regex' has an invalid pattern {pattern!r}: {exc}") from None
 
 
-def regex(answers: Sequence[str], records: Sequence[Mapping[str, Any]], pattern: str = REQUIRED) -> list[float]:
+def regex(answers: Sequence[str], records: Sequence[Mapping[str, Any]], pattern: str) -> list[float]:
     """1 where ``pattern`` matches somewhere in the answer."""
     compiled = _compile(pattern)
     return [float(compiled.search(a) is not None) for a in answers]
@@ -128,61 +119,14 @@ EVALUATORS: dict[str, Evaluator] = {
     "sentiment": sentiment,
 }
 
-PARAMS: dict[str, dict[str, Any]] = {
-    "exact_match": {"field": "y", "ignore_case": True},
-    "numeric_match": {"field": "y", "tol": 1e-6},
-    "regex": {"pattern": REQUIRED},
-    "contains": {"field": "y", "ignore_case": True},
-    "sentiment": {"target": "positive"},
-}
 
-
-def register(kind: str, fn: Evaluator, params: Mapping[str, Any]) -> None:
-    """Add evaluator ``kind`` (e.g. code tests, an external command, an LLM judge) with its parameters."""
-    if kind in EVALUATORS:
-        raise EvaluatorError(f"evaluator {kind!r} is already registered; pick another name")
-    EVALUATORS[kind] = fn
-    PARAMS[kind] = dict(params)
-
-
-def _check_type(kind: str, name: str, value: Any, default: Any) -> None:
-    if default is REQUIRED or default is None:
-        return
-    expected: tuple[type, ...] = (int, float) if isinstance(default, float) else (type(default),)
-    if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
-        raise EvaluatorError(
-            f"evaluator {kind!r} parameter {name!r} must be {type(default).__name__} "
-            f"(default {default!r}), got {value!r}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EvaluatorError(f"evaluator {kind!r} parameter {name!r} must be finite, got {value!r}")
-
-
-def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The full parameter set of ``kind`` (defaults filled in); raises EvaluatorError on a bad one."""
+def score(kind: str, answers: Sequence[str], records: Sequence[Mapping[str, Any]],
+          params: Mapping[str, Any] | None = None) -> list[float]:
+    """Scores in [0, 1] of ``answers`` against ``records`` with the built-in evaluator ``kind``; its
+    parameters were checked against the language schema when the program was checked."""
     if kind not in EVALUATORS:
-        raise EvaluatorError(f"unknown evaluator {kind!r}; valid evaluators: {', '.join(sorted(EVALUATORS))}")
-    spec = PARAMS[kind]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise EvaluatorError(
-            f"evaluator {kind!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters: {', '.join(spec) or 'none'}"
-        )
-    full = {name: params.get(name, default) for name, default in spec.items()}
-    missing = [name for name, value in full.items() if value is REQUIRED]
-    if missing:
-        raise EvaluatorError(f"evaluator {kind!r} needs parameter {', '.join(map(repr, missing))}")
-    for name, value in params.items():
-        _check_type(kind, name, value, spec[name])
-    return full
-
-
-def evaluate(
-    kind: str, answers: Sequence[str], records: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
-) -> list[float]:
-    """Scores in [0, 1] of ``answers`` against ``records`` with evaluator ``kind``."""
-    full = check_params(kind, params or {})
+        raise EvaluatorError(f"unknown evaluator {kind!r}; the built-in evaluators are: {', '.join(EVALUATORS)}")
     if len(answers) != len(records):
         raise EvaluatorError(f"evaluator {kind!r} got {len(answers)} answers for {len(records)} records")
-    return EVALUATORS[kind](list(answers), list(records), **full)
+    scores = EVALUATORS[kind](list(answers), list(records), **dict(params or {}))
+    return [s if math.isfinite(s) else 0.0 for s in scores]

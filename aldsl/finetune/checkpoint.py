@@ -1,6 +1,6 @@
 """theta: fine-tuning a generator, trained once and reused by content hash.
 
-Three kinds, all ending in the supervised loop of :mod:`optimizers.training`:
+Three kinds, all ending in the supervised loop of :mod:`aldsl.finetune.training`:
 
 - ``sft``: the round-1 prompt of every train record -> its demonstration.
 - ``rejection``: sample L answers per train query, keep the best (top reward, or a sample the
@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from aldsl.ops.answers import extract
 from aldsl.backends import GenRequest, forget
-from aldsl.store.hashing import content_hash
 from aldsl.backends.registry import model_identity, resolve_model
 from aldsl.backends.transformers_backend import pick_device
+from aldsl.compiler.specs import Finetune, ModelGenerator, Reward, SplitRef, unnamed
 from aldsl.errors import UserError
-from aldsl.compiler.graph import unnamed
-from aldsl.ops.prompter import Prompter
-from aldsl.rewards import RewardItem, RewardModel, load_reward
-from aldsl.rewards.trained import training_records
-from aldsl.ops.sampling import decoding
-
+from aldsl.evaluators import evaluate
 from aldsl.finetune.training import Example, Settings, free_memory, load_trainable, save, train
+from aldsl.ops.answers import extract
+from aldsl.ops.prompter import Prompter
+from aldsl.rewards import RewardItem, RewardModel
+from aldsl.rewards.trained import PASS, training_records
+from aldsl.store.hashing import content_hash
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -42,60 +41,56 @@ if TYPE_CHECKING:
 
 KIND = "finetune"
 VERSION = 2  # bump when training changes what a spec produces, so old checkpoints are not reused
-PASS = 0.5  # a golden evaluator score at least this counts as correct
 FALLBACK_TEMPERATURE = 0.8  # rejection sampling of a greedy generator: identical samples teach nothing
 
 
-def ensure_checkpoint(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Path:
+def ensure_checkpoint(spec: Finetune, session: Session, graph: ProgramGraph) -> Path:
     """The folder of the fine-tuned model of a compiled ``finetune`` spec: found by content hash, or trained."""
-    if spec["kind"] == "iterative":
+    if spec.kind == "iterative":
         return _iterative(spec, session, graph)
     key = checkpoint_key(spec, session, graph)
     found = session.artifacts.find(KIND, key, _validate)
     if found is not None:
         return found
     records = training_records(spec, session, graph)
-    if spec["kind"] == "sft":
+    if spec.kind == "sft":
         examples, info = sft_examples(spec, session, graph, records), {}
-    elif spec["kind"] == "rejection":
-        reward = refit_reward(spec, session, graph, None) if spec["reward"] else None
-        examples, info = rejection_examples(spec, session, graph, spec["generator"], reward, records)
     else:
-        raise UserError(f"finetune {spec['name']!r}: unknown kind {spec['kind']!r} (sft, rejection, iterative)")
+        reward = refit_reward(spec, session, graph, None) if spec.reward else None
+        examples, info = rejection_examples(spec, session, graph, spec.generator, reward, records)
     return _train_and_save(spec, session, graph, key, examples, None, info)
 
 
-def checkpoint_key(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> str:
+def checkpoint_key(spec: Finetune, session: Session, graph: ProgramGraph) -> str:
     """Content hash of everything that determines the weights: not the declarations' names, nor what
     training never reads (the follow-up template; for sft the decoding but its seed, the evaluator
     and the answer extraction)."""
-    body = unnamed(spec)
+    body = unnamed(spec.to_json())
     body["prompter"] = {k: v for k, v in body["prompter"].items() if k != "followup"}
-    if spec["kind"] == "sft":
+    if spec.kind == "sft":
         body = {k: v for k, v in body.items() if k not in ("evaluator", "answer")}
-        body["generator"]["decoding"] = {"seed": spec["generator"]["decoding"]["seed"]}
-    reward = unnamed(graph[spec["reward"]]["params"]) if spec.get("reward") else None
-    data = {f"{r['data']}.{r['split']}": session.split(graph, r) for r in _data_refs([body, reward])}
-    gen = spec["generator"]
-    identity = model_identity(resolve_model(gen["model"]), gen.get("checkpoint"))
+        body["generator"]["decoding"] = {"seed": spec.generator.decoding.seed}
+    reward = unnamed(graph[spec.reward]["params"]) if spec.reward else None
+    data = {f"{r['data']}.{r['split']}": session.split(graph, SplitRef.from_json(r)) for r in _data_refs([body, reward])}
+    identity = model_identity(resolve_model(spec.generator.model), spec.generator.checkpoint)
     return content_hash(VERSION, body, data, identity, reward)
 
 
 # ---------------------------------------------------------------- training data
-def sft_examples(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+def sft_examples(spec: Finetune, session: Session, graph: ProgramGraph,
                  records: Sequence[dict[str, Any]]) -> list[Example]:
     """Round-1 prompt (as the executor renders it, prefill included) -> demonstration, per record with one."""
-    backend = session.backend(spec["generator"], graph)
-    firsts = Prompter(spec["prompter"], session, graph, backend).first_prompts(records)
+    backend = session.backend(spec.generator, graph)
+    firsts = Prompter(spec.prompter, session, graph, backend).first_prompts(records)
     examples = [Example(base + prefill, _after_prefill(str(r["demo"]), prefill))
                 for r, (base, prefill, _) in zip(records, firsts) if str(r.get("demo") or "").strip()]
     if not examples:
-        raise UserError(f"finetune {spec['name']!r}: no record of {_split_name(spec)} has a demonstration; give the "
+        raise UserError(f"finetune {spec.name!r}: no record of {spec.data} has a demonstration; give the "
                         "data a demo (or target) field")
     return examples
 
 
-def rejection_examples(spec: dict[str, Any], session: Session, graph: ProgramGraph, generator: dict[str, Any],
+def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, generator: ModelGenerator,
                        reward: RewardModel | None, records: Sequence[dict[str, Any]]
                        ) -> tuple[list[Example], dict[str, Any]]:
     """Sample ``spec["samples"]`` answers per record from ``generator``, keep the best per record.
@@ -104,25 +99,25 @@ def rejection_examples(spec: dict[str, Any], session: Session, graph: ProgramGra
     evaluator passes (score >= PASS), and records where none passes are skipped.
     """
     n = spec["samples"]
-    d = generator["decoding"]
-    generator = {**generator, "decoding": {**d, "temperature": d["temperature"] or FALLBACK_TEMPERATURE}}
+    generator = generator.with_decoding(temperature=generator.decoding.temperature or FALLBACK_TEMPERATURE)
     backend = session.backend(generator, graph)
-    firsts = Prompter(spec["prompter"], session, graph, backend).first_prompts(records)
+    firsts = Prompter(spec.prompter, session, graph, backend).first_prompts(records)
     requests = [GenRequest(base + prefill, tuple(range(n))) for base, prefill, _ in firsts]
-    with session.reporter.task(f"{spec['name']}: sampling {len(requests)} queries x {n}", total=len(requests)) as adv:
-        outputs = backend.generate(requests, decoding(generator), progress=lambda k, tokens: adv(k, tokens=tokens))
+    with session.reporter.task(f"{spec.name}: sampling {len(requests)} queries x {n}", total=len(requests)) as adv:
+        outputs = backend.generate(requests, generator.decoding, progress=lambda k, tokens: adv(k, tokens=tokens))
     flat = [(r, q.prompt, prefill, c) for r, (_, prefill, _), q, row in zip(records, firsts, requests, outputs)
             for c in row]
     texts = [prefill + c.text for _, _, prefill, c in flat]
     if reward is not None:
-        with session.reporter.task(f"{spec['name']}: scoring {len(texts)} samples", total=1) as adv:
+        with session.reporter.task(f"{spec.name}: scoring {len(texts)} samples", total=1) as adv:
             scored = reward.score([RewardItem(str(r["x"]), t, r, p) for (r, p, _, _), t in zip(flat, texts)])
             adv(1)
         scores = [s.score for s in scored]
     else:
-        answer = spec["answer"]
-        answers = [extract(answer["kind"], t, answer["arg"]) for t in texts]
-        scores = session.evaluate(spec["evaluator"], answers, [r for r, *_ in flat], graph)
+        if spec.evaluator is None or spec.answer is None:
+            raise UserError(f"finetune {spec.name!r}: rejection sampling without a reward needs the golden evaluator")
+        answers = [extract(spec.answer.kind, t, spec.answer.arg) for t in texts]
+        scores = evaluate(spec.evaluator, answers, [r for r, *_ in flat], session, graph)
     examples = []
     for i in range(len(records)):
         rows = [(float(s) if s is not None and not math.isnan(s) else -math.inf, j)
@@ -134,23 +129,28 @@ def rejection_examples(spec: dict[str, Any], session: Session, graph: ProgramGra
         examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
     finite = [s for s in scores if s is not None and math.isfinite(s)]
     info = {"queries": len(records), "samples_per_query": n, "kept": len(examples),
-            "sample_temperature": generator["decoding"]["temperature"],
-            "ranked_by": spec["reward"] or f"evaluator {spec['evaluator']['name']}",
+            "sample_temperature": generator.decoding.temperature,
+            "ranked_by": spec.reward or f"evaluator {spec.evaluator.name if spec.evaluator else '?'}",
             "mean_sample_score": round(sum(finite) / len(finite), 4) if finite else None}
     if reward is None:
         info["pass_rate"] = round(sum(s >= PASS for s in finite) / max(len(scores), 1), 4)
     if not examples:
-        raise UserError(f"finetune {spec['name']!r}: none of the {n} samples per query of {_split_name(spec)} "
-                        f"{'scored' if reward else 'passed ' + spec['evaluator']['name']}; raise samples, "
+        raise UserError(f"finetune {spec.name!r}: none of the {n} samples per query of {spec.data} "
+                        f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}; raise samples, "
                         "use a reward, or check the evaluator and answer extraction")
     return examples, info
 
 
 # ---------------------------------------------------------------- iterative
-def _iterative(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Path:
+def _round(spec: Finetune, k: int) -> Finetune:
+    """The spec of iterative round ``k`` (the same settings, ``rounds = k``)."""
+    return replace(spec, settings={**spec.settings, "rounds": k})
+
+
+def _iterative(spec: Finetune, session: Session, graph: ProgramGraph) -> Path:
     """Rounds 1..K, each a checkpoint of its own (found or trained from the previous round's)."""
     rounds = spec["rounds"]
-    keys = [checkpoint_key({**spec, "rounds": k}, session, graph) for k in range(1, rounds + 1)]
+    keys = [checkpoint_key(_round(spec, k), session, graph) for k in range(1, rounds + 1)]
     found = session.artifacts.find(KIND, keys[-1], _validate)
     if found is not None:
         return found
@@ -159,59 +159,59 @@ def _iterative(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> P
     for k, key in enumerate(keys, 1):
         found = session.artifacts.find(KIND, key, _validate)
         if found is None:
-            session.reporter.log(f"{spec['name']}: iterative round {k}/{rounds}")
-            generator = {**spec["generator"], "checkpoint": str(current) if current else None}
+            session.reporter.log(f"{spec.name}: iterative round {k}/{rounds}")
+            generator = replace(spec.generator, checkpoint=str(current) if current else None)
             reward = refit_reward(spec, session, graph, current)
             examples, info = rejection_examples(spec, session, graph, generator, reward, records)
             info = {**info, "round": k, "start": current.name if current else "base"}
-            found = _train_and_save({**spec, "rounds": k}, session, graph, key, examples, current, info)
+            found = _train_and_save(_round(spec, k), session, graph, key, examples, current, info)
         current = found
     assert current is not None
     return current
 
 
-def refit_reward(spec: dict[str, Any], session: Session, graph: ProgramGraph, checkpoint: Path | None) -> RewardModel:
+def refit_reward(spec: Finetune, session: Session, graph: ProgramGraph, checkpoint: Path | None) -> RewardModel:
     """The spec's reward fitted on samples (and features) of ``checkpoint``, the base model when None.
 
     The reward's generator is the flow's at its defaults, which may itself use this fine-tuning;
     here it always means the model being fine-tuned, so there is no cycle.
     """
-    node = spec["reward"]
-    params = graph[node]["params"]
-    gen = params.get("generator")
-    if not isinstance(gen, dict) or "model" not in gen or (checkpoint is None and not gen.get("finetune")):
-        return session.reward(node, graph)  # untrained (nothing to refit), or already on the base model
-    if gen["model"] != spec["generator"]["model"]:
-        raise UserError(f"finetune {spec['name']!r} refits reward {params['name']!r} on the fine-tuned model's "
-                        f"samples, but that reward reads model {gen['model']!r}, not {spec['generator']['model']!r}")
-    base = {**gen, "finetune": None}
-    return load_reward({**params, "generator": {**base, "checkpoint": str(checkpoint)} if checkpoint else base},
-                       session, graph)
+    assert spec.reward is not None
+    reward = graph.spec(spec.reward)
+    assert isinstance(reward, Reward)
+    gen = reward.generator
+    if not isinstance(gen, ModelGenerator) or (checkpoint is None and not gen.finetune):
+        return session.reward(spec.reward, graph)  # untrained (nothing to refit), or already on the base model
+    if gen.model != spec.generator.model:
+        raise UserError(f"finetune {spec.name!r} refits reward {reward.name!r} on the fine-tuned model's "
+                        f"samples, but that reward reads model {gen.model!r}, not {spec.generator.model!r}")
+    tuned = replace(gen.base(), checkpoint=str(checkpoint) if checkpoint else None)
+    return session.reward_of(replace(reward, generator=tuned), graph)
 
 
 # ---------------------------------------------------------------- training and storage
-def _train_and_save(spec: dict[str, Any], session: Session, graph: ProgramGraph, key: str,
+def _train_and_save(spec: Finetune, session: Session, graph: ProgramGraph, key: str,
                     examples: list[Example], start: Path | None, info: dict[str, Any]) -> Path:
     """Train from ``start`` (default: the base weights) on ``examples``, store the result under ``key``."""
-    gen = spec["generator"]
+    gen = spec.generator
     settings = Settings(steps=spec["steps"], lr=spec["lr"], batch=spec["batch"], lora=spec["lora"],
-                        lora_rank=spec["lora_rank"], seed=gen["decoding"]["seed"])
+                        lora_rank=spec["lora_rank"], seed=gen.decoding.seed)
     device = pick_device(session.model_spec(gen, graph).device)
-    resolved = resolve_model(gen["model"])
+    resolved = resolve_model(gen.model)
     model, tokenizer = load_trainable(start or resolved.path, settings, device)
-    label = f"{spec['name']}: fine-tuning on {len(examples)} examples" + (" (LoRA)" if settings.lora else "")
+    label = f"{spec.name}: fine-tuning on {len(examples)} examples" + (" (LoRA)" if settings.lora else "")
     with session.reporter.task(label, total=settings.steps) as advance:
         result = train(model, tokenizer, examples, settings, advance)
-    meta = {"name": spec["name"], "finetune": spec["kind"], "base": model_identity(resolved), "device": str(device),
-            "settings": asdict(settings), **result.summary(), "data": info, "spec": spec}
+    meta = {"name": spec.name, "finetune": spec.kind, "base": model_identity(resolved), "device": str(device),
+            "settings": asdict(settings), **result.summary(), "data": info, "spec": spec.to_json()}
     with session.artifacts.create(KIND, key, meta) as folder:
         save(model, tokenizer, folder)
         _write_examples(folder / "examples.jsonl", examples)
     del model
     free_memory()
     path = session.artifacts.path(KIND, key)
-    forget(session.model_spec({**gen, "checkpoint": str(path)}, graph))  # a rebuilt folder must be reloaded
-    session.reporter.log(f"{spec['name']}: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in "
+    forget(session.model_spec(replace(gen, checkpoint=str(path)), graph))  # a rebuilt folder must be reloaded
+    session.reporter.log(f"{spec.name}: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in "
                          f"{len(result.losses)} steps ({result.seconds:.0f} s); saved {path}")
     return path
 
@@ -257,8 +257,3 @@ def _data_refs(value: Any) -> Iterator[dict[str, str]]:
                 stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-
-
-def _split_name(spec: dict[str, Any]) -> str:
-    return f"{spec['data']['data']}.{spec['data']['split']}"
-

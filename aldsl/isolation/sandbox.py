@@ -114,14 +114,6 @@ def run_sandboxed(
         _remove_tree(workdir)
 
 
-_TESTS_HARNESS = """\
-def run(candidate, args):
-    namespace = dict(vars(candidate))
-    exec(compile(args["tests"], "tests", "exec"), namespace)
-    return True
-"""
-
-
 def extract_python(text: str, defines: str | None = None) -> str:
     """The code in an LLM answer: the first fenced block (preferring one that contains
     ``def <defines>``), or the whole text when there is no fence."""
@@ -131,14 +123,6 @@ def extract_python(text: str, defines: str | None = None) -> str:
             if f"def {defines}" in block:
                 return block
     return blocks[0] if blocks else text
-
-
-def run_tests(answer: str, record: dict, field: str = "tests", timeout: float = 10.0) -> float:
-    """1.0 if the code in ``answer`` passes ``record[field]`` (Python asserts run in the
-    candidate's namespace, in the sandbox), else 0.0."""
-    result = run_sandboxed(extract_python(answer), _TESTS_HARNESS, timeout=timeout,
-                           args={"tests": str(record[field])})
-    return 1.0 if result.ok else 0.0
 
 
 def _write(folder: str, name: str, text: str) -> None:

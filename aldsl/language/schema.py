@@ -355,4 +355,11 @@ BY_KIND: dict[str, dict[str, Constructor]] = {}
 for _c in CONSTRUCTORS:
     BY_KIND.setdefault(_c.kind, {})[_c.name] = _c
 
+REWARD_FAMILIES = tuple(BY_KIND["reward"])
+"""Every reward family, in declaration order: the one list (``aldsl.rewards`` has one module per family)."""
 TRAINED_REWARDS = ("bradley_terry", "discriminator", "outcome", "process", "binary")
+"""Families fitted on data the program names, with the flow's prompter and answer extraction."""
+MODEL_REWARDS = (*TRAINED_REWARDS, "critic")
+"""Families that read a generator (the flow's unless they name one)."""
+GOLDEN_REWARDS = ("discriminator", "outcome", "process", "binary")
+"""Trained families whose labels or metrics use the golden evaluator (the flow's first unless named)."""

@@ -7,6 +7,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
 from aldsl.store.hashing import content_hash
+from aldsl.compiler.specs import Prompter as PrompterSpec
+from aldsl.compiler.specs import Template
 from aldsl.errors import UserError
 from aldsl.language.templates import MissingSlot, render
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 class Prompter:
     """Renders the prompts of one compiled ``prompt`` node spec for a batch of records."""
 
-    def __init__(self, spec: dict[str, Any], session: Session, graph: ProgramGraph, backend: Backend | None):
+    def __init__(self, spec: PrompterSpec, session: Session, graph: ProgramGraph, backend: Backend | None):
         self.spec = spec
         self.session = session
         self.graph = graph
@@ -27,14 +29,14 @@ class Prompter:
         self._pool: list[dict[str, Any]] | None = None
 
     # ---- templates
-    def templates_for(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def templates_for(self, records: Sequence[dict[str, Any]]) -> list[Template]:
         """The template of each record: fixed, or chosen per query by a binary reward model."""
-        t = self.spec["template"]
-        if "per_query" not in t:
+        t = self.spec.template
+        if isinstance(t, Template):
             return [t] * len(records)
-        chooser = self.session.reward(t["per_query"], self.graph)
+        chooser = self.session.reward(t.reward, self.graph)
         picks = chooser.choose(records)  # type: ignore[attr-defined]
-        return [t["among"][i] for i in picks]
+        return [t.among[i] for i in picks]
 
     def first_prompts(self, records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
         """Round 1: (prompt without prefill, prefill, template name) per record."""
@@ -42,68 +44,70 @@ class Prompter:
         for record, template in zip(records, self.templates_for(records)):
             values = {**record, "demos": self.demos_text(record, template)}
             body = self._render(template, values)
-            if "{demos}" not in template["body"] and values["demos"]:
+            if "{demos}" not in template.body and values["demos"]:
                 body = values["demos"] + "\n\n" + body
-            out.append((self.format(template, body), template["prefill"] or "", template.get("name", "")))
+            out.append((self.format(template, body), template.prefill or "", template.name))
         return out
 
     def feedback_prompt(self, record: dict[str, Any], history: str) -> tuple[str, str]:
         """Rounds t > 1 with a feedback template: (prompt without prefill, prefill)."""
-        template = self.spec["followup"]
+        template = self.spec.followup
+        assert isinstance(template, Template), "feedback prompts need a followup template"
         values = {**record, "history": history, "demos": self.demos_text(record, template)}
-        return self.format(template, self._render(template, values)), template["prefill"] or ""
+        return self.format(template, self._render(template, values)), template.prefill or ""
 
-    def format(self, template: dict[str, Any], body: str) -> str:
+    def format(self, template: Template, body: str) -> str:
         """Apply chat roles (the model's chat template) when the prompter asks for chat."""
-        if not self.spec["chat"] or self.backend is None:
-            return (template["system"] + "\n\n" + body) if template.get("system") else body
+        if not self.spec.chat or self.backend is None:
+            return (template.system + "\n\n" + body) if template.system else body
         messages = []
-        if template.get("system"):
-            messages.append({"role": "system", "content": template["system"]})
+        if template.system:
+            messages.append({"role": "system", "content": template.system})
         messages.append({"role": "user", "content": body})
         return self.backend.format_chat(messages)
 
-    def _render(self, template: dict[str, Any], values: dict[str, Any]) -> str:
+    def _render(self, template: Template, values: dict[str, Any]) -> str:
         try:
-            return render(template["body"], values)
+            return render(template.body, values)
         except MissingSlot as e:
             fields = sorted(k for k in values if not k.startswith("_"))
-            raise UserError(f"template {template.get('name', '?')!r} uses the slot {{{e.args[0]}}}, which this "
+            raise UserError(f"template {template.name!r} uses the slot {{{e.args[0]}}}, which this "
                             f"record does not have; available slots: {', '.join('{' + f + '}' for f in fields)}") from None
 
     # ---- demonstrations K_m(x)
     def pool(self) -> list[dict[str, Any]]:
         if self._pool is None:
-            self._pool = self.session.split(self.graph, self.spec["demos"]["pool"])
+            assert self.spec.demos is not None
+            self._pool = self.session.split(self.graph, self.spec.demos.pool)
         return self._pool
 
-    def demos_text(self, record: dict[str, Any], template: dict[str, Any]) -> str:
-        demos = self.spec["demos"]
-        if not demos or demos["k"] == 0:
+    def demos_text(self, record: dict[str, Any], template: Template) -> str:
+        if not self.spec.shows_demos:
             return ""
         chosen = self.pick_demos(record)
         try:
-            return "\n\n".join(render(template["demo"], d) for d in chosen)
+            return "\n\n".join(render(template.demo or "", d) for d in chosen)
         except MissingSlot as e:
-            raise UserError(f"the demo format {template['demo']!r} uses {{{e.args[0]}}}, which the demo records "
+            raise UserError(f"the demo format {template.demo!r} uses {{{e.args[0]}}}, which the demo records "
                             "do not have") from None
 
     def pick_demos(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        d = self.spec["demos"]
+        d = self.spec.demos
+        assert d is not None
         pool = [r for r in self.pool() if r["id"] != record["id"] or r["x"] != record["x"]]
-        k = min(d["k"], len(pool))
-        if d["pick"] == "fixed":
-            if d["ids"]:
+        k = min(d.k, len(pool))
+        if d.pick == "fixed":
+            if d.ids:
                 by_id = {r["id"]: r for r in pool}
-                missing = [i for i in d["ids"] if str(i) not in by_id]
+                missing = [i for i in d.ids if str(i) not in by_id]
                 if missing:
                     raise UserError(f"demos(ids = ...): no record with id {missing[0]!r} in the demo pool")
-                return [by_id[str(i)] for i in d["ids"]][:k]
+                return [by_id[str(i)] for i in d.ids][:k]
             return pool[:k]
-        if d["pick"] == "nearest":
+        if d.pick == "nearest":
             index = _tfidf(tuple(r["x"] for r in pool))
             return [pool[i] for i in index.nearest(record["x"], k)]
-        rng = random.Random(content_hash(d["seed"], record["id"], record["x"]))
+        rng = random.Random(content_hash(d.seed, record["id"], record["x"]))
         return rng.sample(pool, k)
 
 

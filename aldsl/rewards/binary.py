@@ -12,18 +12,20 @@ and the oracle choice.
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from aldsl.compiler.specs import Reward, Template
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
 from aldsl.rewards.base import RewardItem, Scored
 from aldsl.rewards.features import Features
 from aldsl.rewards.heads import auc
 from aldsl.rewards.trained import (PASS, ensure_artifact, feature_generator, generator_identity, golden_scores, holdout_ids,
-                      rounded, training_records)
+                      rounded, sampler, training_records)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -35,7 +37,7 @@ MODEL_FILE = "classifier.pkl"
 class BinaryReward:
     """Chooses a prompt template per query by predicted success."""
 
-    def __init__(self, name: str, among: Sequence[dict[str, Any]], features: Features, model: Any,
+    def __init__(self, name: str, among: Sequence[Template], features: Features, model: Any,
                  metrics: dict[str, float]):
         self.name = name
         self.among = list(among)
@@ -60,11 +62,11 @@ class BinaryReward:
                         "optimize ... = oirl(...)")
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> BinaryReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> BinaryReward:
     records = training_records(spec, session, graph)
-    if not spec["among"]:
-        raise UserError(f"reward {spec['name']!r}: among is empty; list the candidate templates")
-    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+    if not spec.among:
+        raise UserError(f"reward {spec.name!r}: among is empty; list the candidate templates")
+    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         labels = offline_logs(spec, session, graph, records)  # (queries, templates)
@@ -85,22 +87,23 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Binary
                    "choice_accuracy": float(held_labels[np.arange(len(p_held)), p_held.argmax(axis=1)].mean()),
                    "best_single_accuracy": float(held_labels[:, best_single].mean()),
                    "oracle_accuracy": float(held_labels.max(axis=1).mean())}
-        metrics.update({f"accuracy[{t['name']}]": float(m) for t, m in zip(spec["among"], labels.mean(axis=0))})
-        return {"metrics": rounded(metrics), "queries": len(records), "best_single": spec["among"][best_single]["name"]}
+        metrics.update({f"accuracy[{t.name}]": float(m) for t, m in zip(spec.among, labels.mean(axis=0))})
+        return {"metrics": rounded(metrics), "queries": len(records), "best_single": spec.among[best_single].name}
 
-    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    identities = [generator_identity(session, spec.generator, graph), features.identity]
     model, meta = ensure_artifact(spec, session, records, identities, fit, _load)
-    return BinaryReward(spec["name"], spec["among"], features, model, meta["metrics"])
+    return BinaryReward(spec.name, spec.among, features, model, meta["metrics"])
 
 
-def offline_logs(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+def offline_logs(spec: Reward, session: Session, graph: ProgramGraph,
                  records: Sequence[dict[str, Any]]) -> np.ndarray:
     """Success (golden score >= 0.5) of every template on every record, as declared decoding gives it."""
+    assert spec.prompter is not None and spec.among
     columns = []
-    for template in spec["among"]:
-        prompter = {**spec["prompter"], "template": template}
-        answers = [ts[0] for ts in sample(session, graph, prompter, spec["generator"], records, 1)]
-        scores = golden_scores(session, spec["evaluator"], spec["answer"], answers, records, graph)
+    for template in spec.among:
+        prompter = replace(spec.prompter, template=template)
+        answers = [ts[0] for ts in sample(session, graph, prompter, sampler(spec), records, 1)]
+        scores = golden_scores(session, spec.evaluator, spec.answer, answers, records, graph)
         columns.append(np.asarray(scores) >= PASS)
     return np.stack(columns, axis=1).astype(np.float64)
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from aldsl.compiler.specs import Reward
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
 from aldsl.rewards.features import Features, feature_text
 from aldsl.rewards.heads import load_head, pairwise_accuracy, save_head, train_pairwise
 from aldsl.rewards.trained import (HeadReward, ensure_artifact, feature_generator, generator_identity, golden_scores, head_config,
-                      held_mask, holdout_ids, rounded, training_records)
+                      held_mask, holdout_ids, rounded, sampler, training_records)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -28,14 +29,14 @@ if TYPE_CHECKING:
 Pair = tuple[dict[str, Any], str, str]  # (record, chosen, rejected)
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
-        pairs = annotated_pairs(spec, session, graph, records) if spec.get("annotator") else field_pairs(spec, records)
+        pairs = annotated_pairs(spec, session, graph, records) if spec.annotator else field_pairs(spec, records)
         if not pairs:
-            raise UserError(f"reward {spec['name']!r}: no preference pairs (every query's samples scored the same "
+            raise UserError(f"reward {spec.name!r}: no preference pairs (every query's samples scored the same "
                             "under the annotator); raise samples or temperature")
         chosen = features.embed([feature_text(r["x"], c) for r, c, _ in pairs])
         rejected = features.embed([feature_text(r["x"], c) for r, _, c in pairs])
@@ -51,32 +52,31 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadRe
         save_head(head, folder)
         return {"metrics": rounded(metrics), "pairs": len(pairs), "final_loss": round(losses[-1], 5)}
 
-    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    identities = [generator_identity(session, spec.generator, graph), features.identity]
     head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return HeadReward(spec["name"], features, head, meta["metrics"])
+    return HeadReward(spec.name, features, head, meta["metrics"])
 
 
-def field_pairs(spec: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[Pair]:
+def field_pairs(spec: Reward, records: Sequence[dict[str, Any]]) -> list[Pair]:
     """(record, record[chosen], record[rejected]) for every record."""
     pairs = []
     for r in records:
         for field in (spec["chosen"], spec["rejected"]):
             if r.get(field) is None:
-                raise UserError(f"reward {spec['name']!r}: record {r['id']!r} has no field {field!r}; set chosen/rejected "
+                raise UserError(f"reward {spec.name!r}: record {r['id']!r} has no field {field!r}; set chosen/rejected "
                                 "to the fields holding the two responses, or give an annotator to rank samples")
         pairs.append((r, str(r[spec["chosen"]]), str(r[spec["rejected"]])))
     return pairs
 
 
-def annotated_pairs(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+def annotated_pairs(spec: Reward, session: Session, graph: ProgramGraph,
                     records: Sequence[dict[str, Any]]) -> list[Pair]:
     """The best of each query's samples under the annotator against every sample it beats (with a
     0/1 annotator: a correct sample against each incorrect one, not just one of them)."""
-    thoughts = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
-                      spec["temperature"])
+    assert spec.prompter is not None
+    thoughts = sample(session, graph, spec.prompter, sampler(spec), records, spec["samples"], spec["temperature"])
     owners = [r for r, ts in zip(records, thoughts) for _ in ts]
-    scores = golden_scores(session, spec["annotator"], spec["answer"], [t for ts in thoughts for t in ts], owners,
-                           graph)
+    scores = golden_scores(session, spec.annotator, spec.answer, [t for ts in thoughts for t in ts], owners, graph)
     pairs, start = [], 0
     for record, ts in zip(records, thoughts):
         s = np.asarray(scores[start:start + len(ts)])

@@ -10,18 +10,20 @@ negatives, and the golden score of best-of-L selection among the negatives by r 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from aldsl.compiler.specs import Finetune, Reward
 from aldsl.ops.answers import extract
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
 from aldsl.rewards.features import Features, feature_text
 from aldsl.rewards.heads import auc, load_head, save_head
 from aldsl.rewards.trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
-                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, selection_metrics,
+                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, sampler, selection_metrics,
                       training_records)
 
 if TYPE_CHECKING:
@@ -31,17 +33,17 @@ if TYPE_CHECKING:
 SFT_SETTINGS = {"steps": 30, "lr": 5e-5, "batch": 8, "lora": False, "lora_rank": 8}
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         demos = [r for r in records if r.get("demo") is not None and str(r["demo"]).strip()]
         if not demos:
-            raise UserError(f"reward {spec['name']!r}: no record of {spec['data']['data']}.{spec['data']['split']} "
-                            "has a demonstration; give the data a demo (or target) field")
-        negatives = sample(session, graph, spec["prompter"], spec["generator"], demos, spec["samples"],
-                           spec["temperature"])
+            raise UserError(f"reward {spec.name!r}: no record of {spec.data} has a demonstration; give the data a "
+                            "demo (or target) field")
+        assert spec.prompter is not None
+        negatives = sample(session, graph, spec.prompter, sampler(spec), demos, spec["samples"], spec["temperature"])
         positives = _positives(spec, session, graph, demos)
         rows = [(r, t, 1.0) for r, ts in zip(demos, positives) for t in ts]
         rows += [(r, t, 0.0) for r, ts in zip(demos, negatives) for t in ts]
@@ -55,29 +57,26 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadRe
         return {"metrics": rounded(metrics), "positives": int(sum(labels)), "negatives": len(rows) - int(sum(labels)),
                 "final_loss": round(losses[-1], 5)}
 
-    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    identities = [generator_identity(session, spec.generator, graph), features.identity]
     head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return HeadReward(spec["name"], features, head, meta["metrics"])
+    return HeadReward(spec.name, features, head, meta["metrics"])
 
 
-def sft_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def sft_spec(spec: Reward) -> Finetune:
     """The finetune spec of ``positives = sft``: the base generator fine-tuned on the reward's demonstrations."""
-    return {"name": f"{spec['name']}_sft", "kind": "sft", "data": spec["data"],
-            "generator": {**spec["generator"], "finetune": None}, "prompter": spec["prompter"],
-            "evaluator": spec.get("evaluator"), "answer": spec.get("answer"), "reward": None, "samples": 1,
-            "queries": spec.get("queries", 0), **SFT_SETTINGS}
+    assert spec.data is not None and spec.prompter is not None
+    return Finetune(f"{spec.name}_sft", "sft", spec.data, sampler(spec).base(), spec.prompter,
+                    {"samples": 1, "queries": spec.get("queries", 0), **SFT_SETTINGS}, spec.evaluator, spec.answer)
 
 
-def _positives(spec: dict[str, Any], session: Session, graph: ProgramGraph,
+def _positives(spec: Reward, session: Session, graph: ProgramGraph,
                records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    assert spec.prompter is not None
     if spec["positives"] == "demos":
-        prefill = spec["prompter"]["template"].get("prefill") or ""
+        prefill = spec.prompter.templates[0].prefill or ""
         return [[_with_prefill(str(r["demo"]), prefill)] for r in records]
-    from aldsl.finetune.checkpoint import ensure_checkpoint
-
-    checkpoint = ensure_checkpoint(sft_spec(spec), session, graph)
-    tuned = {**spec["generator"], "finetune": None, "checkpoint": str(checkpoint)}
-    return sample(session, graph, spec["prompter"], tuned, records, spec["samples"], spec["temperature"])
+    tuned = replace(sampler(spec).base(), checkpoint=str(session.finetuned(sft_spec(spec), graph)))
+    return sample(session, graph, spec.prompter, tuned, records, spec["samples"], spec["temperature"])
 
 
 def _with_prefill(demo: str, prefill: str) -> str:
@@ -85,10 +84,10 @@ def _with_prefill(demo: str, prefill: str) -> str:
     return demo if not prefill or demo.startswith(prefill) else prefill + demo
 
 
-def _selection(spec: dict[str, Any], session: Session, graph: ProgramGraph, rows: list[tuple[dict[str, Any], str, float]],
+def _selection(spec: Reward, session: Session, graph: ProgramGraph, rows: list[tuple[dict[str, Any], str, float]],
                held: np.ndarray, r_held: np.ndarray) -> dict[str, float]:
     """Best-of-L by r among the held-out queries' negatives (base samples), scored by the golden evaluator."""
-    if spec.get("evaluator") is None or spec.get("answer") is None or spec["samples"] < 2:
+    if spec.evaluator is None or spec.answer is None or spec["samples"] < 2:
         return {}
     negative = np.array([y == 0.0 for _, _, y in rows])
     keep = negative[held]
@@ -96,9 +95,9 @@ def _selection(spec: dict[str, Any], session: Session, graph: ProgramGraph, rows
     owners = [r for r, _, _ in rows]
     texts = [t for _, t, _ in rows]
     idx = np.flatnonzero(held_neg)
-    golden = dict(zip(idx.tolist(), golden_scores(session, spec["evaluator"], spec["answer"], [texts[i] for i in idx],
+    golden = dict(zip(idx.tolist(), golden_scores(session, spec.evaluator, spec.answer, [texts[i] for i in idx],
                                                    [owners[i] for i in idx], graph)))
-    answers = {int(i): extract(spec["answer"]["kind"], texts[i], spec["answer"]["arg"]) for i in idx}
+    answers = {int(i): extract(spec.answer.kind, texts[i], spec.answer.arg) for i in idx}
     full_golden = [golden.get(i, 0.0) for i in range(len(rows))]
     full_answers = [answers.get(i, "") for i in range(len(rows))]
     return selection_metrics(by_query(owners, held_neg, r_held[keep], full_golden, full_answers))

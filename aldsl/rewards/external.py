@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from aldsl.errors import UserError
-from aldsl.isolation.external import ExternalError, ExternalItem, ExternalSpec, check_external, run_external
+from aldsl.compiler.specs import Reward
+from aldsl.evaluators.external import external_scores, external_spec
 from aldsl.rewards.base import RewardItem, Scored
 
 if TYPE_CHECKING:
@@ -13,34 +13,18 @@ if TYPE_CHECKING:
     from aldsl.runtime.session import Session
 
 
-def external_spec(params: dict[str, Any]) -> ExternalSpec:
-    """The ExternalSpec of a compiled reward/evaluator, checked once (a bad spec is a UserError)."""
-    try:
-        spec = ExternalSpec(call=params.get("call"), command=params.get("command"), timeout=params["timeout"],
-                            on_error=params["on_error"], base_dir=params["base_dir"])
-        check_external(spec)
-    except ExternalError as e:
-        raise UserError(f"{params.get('name', 'external')}: {e}") from None
-    return spec
-
-
-def external_scores(spec: ExternalSpec, xs: Sequence[str], candidates: Sequence[str],
-                    records: Sequence[dict[str, Any]]) -> list[Scored]:
-    results = run_external(spec, [ExternalItem(x, c, dict(r)) for x, c, r in zip(xs, candidates, records)])
-    return [Scored(r.score, r.feedback, r.error) for r in results]
-
-
 class External:
-    """R given by an outside system."""
+    """R given by an outside system; its feedback and errors reach the next round's prompt."""
 
-    def __init__(self, spec: dict[str, Any]):
-        self.name = spec["name"]
-        self.spec = external_spec(spec)
+    def __init__(self, spec: Reward):
+        self.name = spec.name
+        self.spec = external_spec(spec.name, spec.settings)
 
     def score(self, items: Sequence[RewardItem]) -> list[Scored]:
-        return external_scores(self.spec, [i.x for i in items], [i.candidate for i in items],
-                               [i.record for i in items])
+        results = external_scores(self.spec, [i.x for i in items], [i.candidate for i in items],
+                                  [i.record for i in items])
+        return [Scored(r.score, r.feedback, r.error) for r in results]
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> External:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> External:
     return External(spec)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from aldsl.errors import UserError
 from aldsl.progress import QUIET
 
 if TYPE_CHECKING:
+    from aldsl.compiler.specs import ModelGenerator
     from aldsl.compiler.graph import ProgramGraph
     from aldsl.runtime.session import Session
 
@@ -37,15 +38,12 @@ def feature_text(x: str, candidate: str) -> str:
 class Features:
     """Embeds texts as float32 rows: the generator's hidden states or MiniLM sentence embeddings."""
 
-    def __init__(self, kind: str, session: Session, generator: dict[str, Any], graph: ProgramGraph):
+    def __init__(self, kind: str, session: Session, generator: ModelGenerator, graph: ProgramGraph):
         if kind not in KINDS:
             raise UserError(f"features = {kind!r}: use one of {', '.join(KINDS)}")
         self.kind = kind
         self.reporter = session.reporter
         if kind == "hidden":
-            if "model" not in generator:
-                raise UserError(f"features = hidden needs a model generator, not {generator.get('name')!r} "
-                                "(candidates from records); use features = minilm")
             self._backend = session.backend(generator, graph)
             self.identity = f"hidden:{self._backend.identity}"
         else:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aldsl.compiler.specs import Reward
 from aldsl.ops.answers import extract
 from aldsl.rewards.features import Features, feature_text
 from aldsl.rewards.heads import auc, load_head, save_head
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from aldsl.runtime.session import Session
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         _, owners, texts, golden = sample_graded(spec, session, graph, records)
@@ -35,13 +36,13 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> HeadRe
         held = held_mask([str(r["id"]) for r in owners], holdout_ids(records))
         r_held, head, losses = probe_and_fit(x, golden, held, head_config(spec))
         save_head(head, folder)
-        answers = [extract(spec["answer"]["kind"], t, spec["answer"]["arg"]) for t in texts]
+        answers = [extract(spec.answer.kind, t, spec.answer.arg) for t in texts]
         metrics = {"auc": auc(r_held, np.asarray(golden)[held]),
                    **selection_metrics(by_query(owners, held, r_held, golden, answers))}
         return {"metrics": rounded(metrics), "examples": len(texts),
                 "positive_rate": round(float(np.mean(np.asarray(golden) >= 0.5)), 4), "final_loss": round(losses[-1], 5)}
 
-    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    identities = [generator_identity(session, spec.generator, graph), features.identity]
     head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return HeadReward(spec["name"], features, head, meta["metrics"])
+    return HeadReward(spec.name, features, head, meta["metrics"])
 

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from aldsl.compiler.specs import Reward
 from aldsl.ops.answers import extract
 from aldsl.backends import GenRequest
 from aldsl.ops.prompter import Prompter
-from aldsl.ops.sampling import decoding
 from aldsl.rewards.base import RewardItem, Scored
 from aldsl.rewards.features import Features, feature_text
 from aldsl.rewards.heads import auc, load_head, save_head
 from aldsl.rewards.trained import (PASS, HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
                       head_config, held_mask, holdout_ids, probe_and_fit, rounded, sample_graded,
-                      selection_metrics, training_records)
+                      sampler, selection_metrics, training_records)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -60,9 +60,9 @@ class ProcessReward(HeadReward):
         return [Scored(float(s.min())) for s in steps]
 
 
-def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> ProcessReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> ProcessReward:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec["generator"]), graph)
+    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         solutions, owners, texts, outcome = sample_graded(spec, session, graph, records)
@@ -80,18 +80,18 @@ def build(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> Proces
         return {"metrics": rounded(metrics), "solutions": len(texts), "steps": len(steps),
                 "final_loss": round(losses[-1], 5)}
 
-    identities = [generator_identity(session, spec["generator"], graph), features.identity]
+    identities = [generator_identity(session, spec.generator, graph), features.identity]
     head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return ProcessReward(spec["name"], features, head, meta["metrics"])
+    return ProcessReward(spec.name, features, head, meta["metrics"])
 
 
-def mc_step_labels(spec: dict[str, Any], session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]],
+def mc_step_labels(spec: Reward, session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]],
                    solutions: Sequence[Sequence[str]], outcome: Sequence[float]) -> list[tuple[int, str, float]]:
     """(solution index, step prefix, label) for the labelled steps of every solution, from rollouts."""
-    generator = spec["generator"]
-    tau = {**generator, "decoding": {**generator["decoding"], "temperature": spec["temperature"]}}
+    assert spec.prompter is not None
+    tau = sampler(spec).with_decoding(temperature=spec["temperature"])
     backend = session.backend(tau, graph)
-    bases = [base for base, _, _ in Prompter(spec["prompter"], session, graph, backend).first_prompts(records)]
+    bases = [base for base, _, _ in Prompter(spec.prompter, session, graph, backend).first_prompts(records)]
     M = spec["rollouts"]
     steps: list[tuple[int, str, float]] = []
     requests: list[GenRequest] = []
@@ -111,13 +111,13 @@ def mc_step_labels(spec: dict[str, Any], session: Session, graph: ProgramGraph, 
             s += 1
     flat_records = [r for r, texts in zip(records, solutions) for _ in texts]
     if requests:
-        with session.reporter.task(f"{spec['name']}: rolling out {len(requests)} step prefixes x {M}",
+        with session.reporter.task(f"{spec.name}: rolling out {len(requests)} step prefixes x {M}",
                                    total=len(requests)) as advance:
-            outputs = backend.generate(requests, decoding(tau), progress=lambda n, tok: advance(n, tokens=tok))
+            outputs = backend.generate(requests, tau.decoding, progress=lambda n, tok: advance(n, tokens=tok))
         prefix_of = {i: steps[i][1] for i, _ in owners}
         texts = [prefix_of[i] + "\n" + c.text for (i, _), row in zip(owners, outputs) for c in row]
         recs = [flat_records[sol] for (_, sol), row in zip(owners, outputs) for _ in row]
-        correct = np.asarray(golden_scores(session, spec["evaluator"], spec["answer"], texts, recs, graph)) >= PASS
+        correct = np.asarray(golden_scores(session, spec.evaluator, spec.answer, texts, recs, graph)) >= PASS
         for j, (i, sol) in enumerate(owners):
             hits = correct[j * M:(j + 1) * M].tolist() + [outcome[sol] >= PASS]  # the solution is one more rollout
             label = float(any(hits)) if spec["label"] == "hard" else float(np.mean(hits))
@@ -125,7 +125,7 @@ def mc_step_labels(spec: dict[str, Any], session: Session, graph: ProgramGraph, 
     return steps
 
 
-def _selection(spec: dict[str, Any], steps: list[tuple[int, str, float]], owners: list[dict[str, Any]],
+def _selection(spec: Reward, steps: list[tuple[int, str, float]], owners: list[dict[str, Any]],
                texts: list[str], outcome: Sequence[float], held_ids: set[str], r_held: np.ndarray,
                held: np.ndarray) -> dict[str, float]:
     """Best-of-L by min-over-steps r among each held-out query's sampled solutions."""
@@ -134,6 +134,6 @@ def _selection(spec: dict[str, Any], steps: list[tuple[int, str, float]], owners
         solution_r[s] = min(solution_r.get(s, np.inf), float(r))
     held_solutions = held_mask([str(o["id"]) for o in owners], held_ids)
     order = np.flatnonzero(held_solutions)
-    answers = [extract(spec["answer"]["kind"], t, spec["answer"]["arg"]) for t in texts]
+    answers = [extract(spec.answer.kind, t, spec.answer.arg) for t in texts]
     return selection_metrics(by_query(owners, held_solutions, np.array([solution_r[int(i)] for i in order]),
                                       list(outcome), answers))

@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from aldsl.ops.answers import extract
-from aldsl.store.hashing import content_hash
+from aldsl.backends.base import Decoding
 from aldsl.backends.registry import model_identity, resolve_model
+from aldsl.compiler.specs import Answer, Evaluator, Finetune, Generator, ModelGenerator, Reward, unnamed
 from aldsl.errors import UserError
-from aldsl.compiler.graph import unnamed
+from aldsl.evaluators import evaluate
+from aldsl.ops.answers import extract
+from aldsl.ops.sampling import sample
 from aldsl.ops.select import select
+from aldsl.store.hashing import content_hash
 from aldsl.rewards.base import RewardItem, Scored
 from aldsl.rewards.features import Features, feature_text
 from aldsl.rewards.heads import Head, HeadConfig, train_pointwise
@@ -40,32 +43,39 @@ EMBEDDED_DEFAULT = "smollm2-135m"
 T = TypeVar("T")
 
 
-def feature_generator(gen: dict[str, Any]) -> dict[str, Any]:
+def feature_generator(gen: Generator | None) -> ModelGenerator:
     """The generator whose hidden states are features: ``gen``, or the embedded model when ``gen``
     reads candidates from records (it has no weights)."""
-    if "model" in gen:
+    if isinstance(gen, ModelGenerator):
         return gen
-    return {"name": EMBEDDED_DEFAULT, "model": EMBEDDED_DEFAULT, "backend": "transformers", "device": "auto",
-            "dtype": "auto", "finetune": None,
-            "decoding": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_tokens": 64, "stop": [], "seed": 0}}
+    return ModelGenerator(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT, Decoding())
 
 
-def generator_identity(session: Session, gen: dict[str, Any], graph: ProgramGraph) -> str | None:
+def generator_identity(session: Session, gen: Generator | None, graph: ProgramGraph) -> str | None:
     """Content identity of a generator's weights (fine-tuned ones included), loading nothing."""
-    if "model" not in gen:
+    if not isinstance(gen, ModelGenerator):
         return None
     spec = session.model_spec(gen, graph)
     return model_identity(resolve_model(spec.name), spec.checkpoint)
 
 
-def training_records(spec: dict[str, Any], session: Session, graph: ProgramGraph) -> list[dict[str, Any]]:
+def sampler(spec: Reward) -> ModelGenerator:
+    """The reward's generator, which it samples training candidates from (a model, not record fields)."""
+    if not isinstance(spec.generator, ModelGenerator):
+        raise UserError(f"reward {spec.name!r} ({spec.kind}) samples the generator's own candidates, but its "
+                        "generator reads them from record fields; give it a model generator")
+    return spec.generator
+
+
+def training_records(spec: Reward | Finetune, session: Session, graph: ProgramGraph) -> list[dict[str, Any]]:
     """The records a reward or fine-tuning trains on: its split, cut to the first ``queries`` when set."""
-    records = session.split(graph, spec["data"])
+    assert spec.data is not None
+    records = session.split(graph, spec.data)
     limit = spec.get("queries") or 0
     return records[:limit] if limit > 0 else records
 
 
-def head_config(spec: dict[str, Any]) -> HeadConfig:
+def head_config(spec: Reward) -> HeadConfig:
     return HeadConfig(epochs=spec["epochs"], lr=spec["lr"], hidden=HIDDEN_UNITS)
 
 
@@ -91,15 +101,14 @@ def probe_and_fit(x: np.ndarray, labels: Sequence[float], held: np.ndarray,
     return probe.predict(x[held]), head, losses
 
 
-def ensure_artifact(spec: dict[str, Any], session: Session, records: Sequence[dict[str, Any]],
+def ensure_artifact(spec: Reward, session: Session, records: Sequence[dict[str, Any]],
                     identities: Sequence[str | None], fit: Callable[[Path], dict[str, Any]],
                     load: Callable[[Path], T]) -> tuple[T, dict[str, Any]]:
     """Load the artifact of (spec, records, identities), or ``fit(folder)`` it (returns extra meta,
     with ``metrics``) and save it. ``load(folder)`` must raise on damaged files."""
     if not records:
-        raise UserError(f"reward {spec['name']!r}: its training split {spec['data']['data']}.{spec['data']['split']} "
-                        "is empty; give it records to learn from")
-    body = unnamed(spec)
+        raise UserError(f"reward {spec.name!r}: its training split {spec.data} is empty; give it records to learn from")
+    body = unnamed(spec.to_json())
     key = content_hash(VERSION, body, list(records), list(identities))
 
     def validate(folder: Path, meta: dict[str, Any]) -> None:
@@ -109,7 +118,7 @@ def ensure_artifact(spec: dict[str, Any], session: Session, records: Sequence[di
 
     folder = session.artifacts.find(KIND, key, validate)
     if folder is None:
-        meta: dict[str, Any] = {"family": spec["kind"], "reward": spec["name"], "version": VERSION,
+        meta: dict[str, Any] = {"family": spec.kind, "reward": spec.name, "version": VERSION,
                                 "settings": body, "records": len(records),
                                 "records_hash": content_hash(list(records)), "identities": list(identities)}
         with session.artifacts.create(KIND, key, meta) as tmp:
@@ -118,26 +127,25 @@ def ensure_artifact(spec: dict[str, Any], session: Session, records: Sequence[di
     return load(folder), session.artifacts.meta(folder)
 
 
-def golden_scores(session: Session, evaluator: dict[str, Any], answer: dict[str, Any], texts: Sequence[str],
+def golden_scores(session: Session, evaluator: Evaluator | None, answer: Answer | None, texts: Sequence[str],
                   records: Sequence[dict[str, Any]], graph: ProgramGraph) -> list[float]:
     """The evaluator's score of each text (its answer extracted as the flow extracts it)."""
     if not texts:
         return []
-    answers = [extract(answer["kind"], t, answer["arg"]) for t in texts]
-    return [float(s) for s in session.evaluate(evaluator, answers, records, graph)]
+    assert evaluator is not None and answer is not None
+    answers = [extract(answer.kind, t, answer.arg) for t in texts]
+    return [float(s) for s in evaluate(evaluator, answers, records, session, graph)]
 
 
-def sample_graded(spec: dict[str, Any], session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]
+def sample_graded(spec: Reward, session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]
                   ) -> tuple[list[list[str]], list[dict[str, Any]], list[str], list[float]]:
     """``spec['samples']`` candidates per record from the reward's prompter and generator, graded by its
     evaluator: (candidates per record, the record of each candidate, candidates flat, golden scores)."""
-    from aldsl.ops.sampling import sample
-
-    per_record = sample(session, graph, spec["prompter"], spec["generator"], records, spec["samples"],
-                        spec["temperature"])
+    assert spec.prompter is not None
+    per_record = sample(session, graph, spec.prompter, sampler(spec), records, spec["samples"], spec["temperature"])
     owners = [r for r, ts in zip(records, per_record) for _ in ts]
     texts = [t for ts in per_record for t in ts]
-    return per_record, owners, texts, golden_scores(session, spec["evaluator"], spec["answer"], texts, owners, graph)
+    return per_record, owners, texts, golden_scores(session, spec.evaluator, spec.answer, texts, owners, graph)
 
 
 class HeadReward:

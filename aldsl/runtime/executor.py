@@ -1,27 +1,26 @@
-"""The batch executor: walks the graph in topological order and runs each node once for all
-queries of a split (all N x L generations of a round go to the backend as one batch)."""
+"""The batch executor: an interpreter of the compiled graph. It walks the graph in topological
+order and runs each node once for all queries of a split (all N x L generations of a round go to
+the backend as one batch), with one method per node kind (:data:`Executor.handlers`)."""
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from aldsl.ops.answers import extract
 from aldsl.backends import GenRequest
-from aldsl.store.hashing import content_hash
+from aldsl.compiler import specs
+from aldsl.compiler.graph import ProgramGraph, UnknownNode
 from aldsl.errors import UserError
-from aldsl.compiler.graph import ProgramGraph
+from aldsl.evaluators import evaluate
+from aldsl.ops.answers import extract
 from aldsl.ops.prompter import Prompter, history_text
-from aldsl.rewards.base import RewardItem
 from aldsl.ops.select import select
-from aldsl.ops.sampling import decoding
+from aldsl.rewards.base import RewardItem
 from aldsl.runtime.session import Session
 from aldsl.runtime.traces import Candidate, RunResult, Trace
-
+from aldsl.store.data import load
+from aldsl.store.hashing import content_hash
 
 Records = Sequence[dict[str, Any]]
 
@@ -34,13 +33,22 @@ class Executor:
         self.session = session or Session()
         self.traces: list[Trace] = []
         self.node_seconds: dict[str, float] = {}
+        first = graph.spec(graph.chain("prompt", 1))
+        assert isinstance(first, specs.Prompt)
+        self.rounds = graph.rounds
+        self.continues = first.prompter.continues  # rounds t > 1 extend the kept partial thoughts
         self._prompters: dict[str, Prompter] = {}
+        self.handlers: dict[type, Callable[[str, Any], None]] = {
+            specs.DataSpec: self.data, specs.Reward: self.reward_model, specs.Finetune: self.finetune,
+            specs.Input: self.input, specs.Prompt: self.prompt, specs.Generate: self.generate,
+            specs.Score: self.score, specs.Keep: self.keep, specs.Choose: self.answer, specs.Evaluate: self.evaluate}
 
     # ---- entry points
     def records(self, split: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The records of a split of the flow's data (the first ``limit`` of them)."""
-        data = self.graph["input"]["params"]["data"]
-        records = self.session.split(self.graph, {"data": data, "split": split})
+        source = self.graph.spec("input")
+        assert isinstance(source, specs.Input)
+        records = self.session.split(self.graph, specs.SplitRef(source.data, split))
         return records[:limit] if limit is not None else records
 
     def run(self, records: Records, split: str = "inputs", evaluate: bool = True) -> RunResult:
@@ -51,12 +59,14 @@ class Executor:
         before = self.session.stats()
         self.traces = [Trace(str(r["id"]), str(r["x"]), dict(r)) for r in records]
         for node in self.graph.nodes():
-            attrs = self.graph[node]
-            op = attrs["op"]
-            if op == "evaluate" and not evaluate:
+            spec = self.graph.spec(node)
+            if isinstance(spec, specs.Evaluate) and not evaluate:
                 continue
+            handler = self.handlers.get(type(spec))
+            if handler is None:
+                raise UnknownNode(f"node {node!r} ({type(spec).__name__}) has no interpreter method")
             t0 = time.perf_counter()
-            getattr(self, f"_op_{op}")(node, attrs["params"])
+            handler(node, spec)
             self.node_seconds[node] = time.perf_counter() - t0
         after = self.session.stats()
         stats = {k: after[k] - before.get(k, 0) for k in after}
@@ -68,37 +78,41 @@ class Executor:
         return RunResult(self.graph.program, split, self.traces, scores, stats, dict(self.graph.g.graph.get("values", {})))
 
     # ---- resources (trained or loaded once, before the chain needs them)
-    def _op_data(self, node: str, p: dict[str, Any]) -> None:
-        self.session.dataset(p)
+    def data(self, node: str, spec: specs.DataSpec) -> None:
+        load(spec)
 
-    def _op_reward_model(self, node: str, p: dict[str, Any]) -> None:
+    def reward_model(self, node: str, spec: specs.Reward) -> None:
         self.session.reward(node, self.graph)
 
-    def _op_finetune(self, node: str, p: dict[str, Any]) -> None:
+    def finetune(self, node: str, spec: specs.Finetune) -> None:
         self.session.checkpoint(node, self.graph)
 
-    def _op_input(self, node: str, p: dict[str, Any]) -> None:
+    def input(self, node: str, spec: specs.Input) -> None:
         pass
 
     # ---- the chain of Eq. 1
-    def _generator(self) -> dict[str, Any]:
-        return self.graph["generate_1"]["params"]["generator"]
-
-    def _prompter(self, node: str, p: dict[str, Any]) -> Prompter:
+    def _prompter(self, node: str, spec: specs.Prompt) -> Prompter:
+        """The prompter of a prompt node, with the backend of the round's generator (for its chat template)."""
         if node not in self._prompters:
-            gen = self._generator()
-            backend = self.session.backend(gen, self.graph) if "model" in gen else None
-            self._prompters[node] = Prompter(p, self.session, self.graph, backend)
+            generate = self.graph.spec(self.graph.chain("generate", spec.round))
+            assert isinstance(generate, specs.Generate)
+            gen = generate.generator
+            backend = self.session.backend(gen, self.graph) if isinstance(gen, specs.ModelGenerator) else None
+            self._prompters[node] = Prompter(spec.prompter, self.session, self.graph, backend)
         return self._prompters[node]
 
-    def _op_prompt(self, node: str, p: dict[str, Any]) -> None:
-        t = p["round"]
-        prompter = self._prompter(node, p)
+    def _extends(self, t: int) -> bool:
+        """Whether round ``t`` extends round t - 1's kept thoughts (continue mode)."""
+        return self.continues and 1 < t <= self.rounds
+
+    def prompt(self, node: str, spec: specs.Prompt) -> None:
+        t = spec.round
+        prompter = self._prompter(node, spec)
         if t == 1:
             for trace, (base, prefill, name) in zip(self.traces, prompter.first_prompts([tr.record for tr in self.traces])):
                 trace.base, trace.prefill, trace.template = base, prefill, name
                 trace.pending = [(base + prefill, None)]
-        elif p["followup"] == "continue":
+        elif self._extends(t):
             for trace in self.traces:
                 trace.pending = [(trace.base + _line_prefix(trace.candidates[i].text), i)
                                  for i in trace.kept if not trace.candidates[i].done]
@@ -112,21 +126,19 @@ class Executor:
         for trace in self.traces:
             trace.prompts.extend({"round": t, "parent": parent, "prompt": prompt} for prompt, parent in trace.pending)
 
-    def _op_generate(self, node: str, p: dict[str, Any]) -> None:
-        t, L, gen = p["round"], p["samples"], p["generator"]
-        continuing = t > 1 and self.graph[f"prompt_{t}"]["params"]["followup"] == "continue"
-        if continuing:  # finished thoughts are carried into this round unchanged
+    def generate(self, node: str, spec: specs.Generate) -> None:
+        t, L, gen = spec.round, spec.samples, spec.generator
+        if self._extends(t):  # finished thoughts are carried into this round unchanged
             for trace in self.traces:
                 for i in trace.kept:
                     c = trace.candidates[i]
                     if c.done:
                         trace.candidates.append(Candidate(c.text, t, i, 0, c.finish, True, c.reward, c.feedback,
                                                           c.error, True))
-        if "candidates" in gen:
+        if isinstance(gen, specs.CandidatesGenerator):
             self._candidates_from_records(t, gen)
             return
         backend = self.session.backend(gen, self.graph)
-        dec = decoding(gen)
         requests, owners = [], []
         for trace in self.traces:
             for prompt, parent in trace.pending:
@@ -135,32 +147,28 @@ class Executor:
         if not requests:
             return
         with self.session.reporter.task(f"{node}: {len(requests)} prompts x {L}", total=len(requests)) as advance:
-            def progress(n: int, tokens: int) -> None:
-                advance(n, tokens=tokens)
-
-            outputs = backend.generate(requests, dec, progress=progress)
+            outputs = backend.generate(requests, gen.decoding, progress=lambda n, tokens: advance(n, tokens=tokens))
         for (trace, parent), completions in zip(owners, outputs):
             head = _line_prefix(trace.candidates[parent].text) if parent is not None else trace.prefill
             for c in completions:
                 trace.candidates.append(Candidate(head + c.text, t, parent, c.tokens, c.finish, c.cached,
                                                   done=c.finish == "eos"))
 
-    def _candidates_from_records(self, t: int, gen: dict[str, Any]) -> None:
+    def _candidates_from_records(self, t: int, gen: specs.CandidatesGenerator) -> None:
         for trace in self.traces:
-            fields = list(gen["candidates"])
+            fields = list(gen.candidates)
             missing = [f for f in fields if f not in trace.record]
             if missing:
                 raise UserError(f"candidates({fields}): record {trace.id} has no field {missing[0]!r}")
-            random.Random(content_hash(gen["seed"], trace.id)).shuffle(fields)
+            random.Random(content_hash(gen.seed, trace.id)).shuffle(fields)
             for f in fields:
                 trace.candidates.append(Candidate(str(trace.record[f]), t, None, 0, "record", done=True))
 
-    def _op_reward(self, node: str, p: dict[str, Any]) -> None:
-        if not p["reward"]:
+    def score(self, node: str, spec: specs.Score) -> None:
+        if not spec.reward:
             return
-        t = p["round"]
-        model = self.session.reward(p["reward"], self.graph)
-        todo = [(trace, i) for trace in self.traces for i in trace.round_candidates(t)
+        model = self.session.reward(spec.reward, self.graph)
+        todo = [(trace, i) for trace in self.traces for i in trace.round_candidates(spec.round)
                 if trace.candidates[i].reward is None]
         items = [RewardItem(trace.x, trace.candidates[i].text, trace.record,
                             trace.prompts[-1]["prompt"] if trace.prompts else "") for trace, i in todo]
@@ -171,35 +179,32 @@ class Executor:
             c = trace.candidates[i]
             c.reward, c.feedback, c.error = s.score, s.feedback, s.error
 
-    def _op_select(self, node: str, p: dict[str, Any]) -> None:
-        t, keep = p["round"], p["keep"]
-        continuing = t < self.graph.rounds and self.graph[f"prompt_{t + 1}"]["params"]["followup"] == "continue"
+    def keep(self, node: str, spec: specs.Keep) -> None:
+        next_extends = self._extends(spec.round + 1)
         for trace in self.traces:
-            pool = trace.round_candidates(t) if continuing else list(range(len(trace.candidates)))
+            pool = trace.round_candidates(spec.round) if next_extends else list(range(len(trace.candidates)))
             ranked = sorted(pool, key=lambda i: (-_value(trace.candidates[i].reward), i))
-            trace.kept = ranked[:keep]
+            trace.kept = ranked[:spec.keep]
 
-    def _op_answer(self, node: str, p: dict[str, Any]) -> None:
-        spec = p["answer"]
-        last = self.graph.rounds
+    def answer(self, node: str, spec: specs.Choose) -> None:
         for trace in self.traces:
-            pool = trace.round_candidates(last) if p["pool"] == "last" else list(range(len(trace.candidates)))
+            pool = trace.round_candidates(self.rounds) if spec.pool == "last" else list(range(len(trace.candidates)))
             if not pool:
                 trace.answer = ""
                 continue
-            answers = [extract(spec["kind"], trace.candidates[i].text, spec["arg"]) for i in pool]
+            answers = [extract(spec.answer.kind, trace.candidates[i].text, spec.answer.arg) for i in pool]
             rewards = [trace.candidates[i].reward for i in pool]
-            chosen = select(p["select"], answers, rewards)
+            chosen = select(spec.select, answers, rewards)
             trace.selected = pool[chosen]
             trace.answer = answers[chosen]
 
-    def _op_evaluate(self, node: str, p: dict[str, Any]) -> None:
+    def evaluate(self, node: str, spec: specs.Evaluate) -> None:
         records = [t.record for t in self.traces]
         answers = [t.answer for t in self.traces]
-        for spec in p["evaluators"]:
-            scores = self.session.evaluate(spec, answers, records, self.graph)
+        for evaluator in spec.evaluators:
+            scores = evaluate(evaluator, answers, records, self.session, self.graph)
             for trace, s in zip(self.traces, scores):
-                trace.scores[spec["name"]] = float(s)
+                trace.scores[evaluator.name] = float(s)
 
 
 def _line_prefix(thought: str) -> str:
@@ -222,4 +227,3 @@ def inputs_to_records(inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, 
         else:
             raise UserError(f"input {i} must be a string or a dict with an 'x' field, got {type(item).__name__}")
     return out
-

@@ -3,16 +3,15 @@ reward models and fine-tuned checkpoints, and the progress reporter."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from aldsl.evaluators import builtin as evaluators
-from aldsl.backends import Backend, Decoding, ModelSpec, load_backend
+from aldsl.backends import Backend, ModelSpec, load_backend
 from aldsl.store.artifacts import ArtifactStore
 from aldsl.store.hashing import content_hash
 from aldsl.backends.cache import CachedBackend, GenerationCache
-from aldsl.store.data import DataSpec, Dataset, load
+from aldsl.compiler.specs import Finetune, ModelGenerator, Reward, SplitRef
+from aldsl.store.data import DataSpec, load
 from aldsl.errors import UserError
 from aldsl.store.paths import cache_dir
 from aldsl.progress import QUIET, Reporter
@@ -39,18 +38,19 @@ class Session:
         self._checkpoints: dict[str, Path] = {}
 
     # ---- models
-    def model_spec(self, gen: dict[str, Any], graph: ProgramGraph | None = None) -> ModelSpec:
-        checkpoint = gen.get("checkpoint")  # set by fine-tuning code that samples from its own checkpoints
-        if gen.get("finetune") and checkpoint is None:
-            if graph is None or gen["finetune"] not in graph.g:
-                raise UserError(f"generator {gen['name']!r} needs {gen['finetune']}, which is not in this graph")
-            checkpoint = str(self.checkpoint(gen["finetune"], graph))
-        device = self.device if self.device and gen["device"] == "auto" else gen["device"]
-        return ModelSpec(name=gen["model"], backend=gen["backend"], device=device, dtype=gen["dtype"],
-                         checkpoint=checkpoint)
+    def model_spec(self, gen: ModelGenerator, graph: ProgramGraph | None = None) -> ModelSpec:
+        """Which weights a compiled generator means: its checkpoint, the fine-tuning it names (trained
+        on first use), or its base model."""
+        checkpoint = gen.checkpoint
+        if gen.finetune and checkpoint is None:
+            if graph is None or gen.finetune not in graph.g:
+                raise UserError(f"generator {gen.name!r} needs {gen.finetune}, which is not in this graph")
+            checkpoint = str(self.checkpoint(gen.finetune, graph))
+        device = self.device if self.device and gen.device == "auto" else gen.device
+        return ModelSpec(name=gen.model, backend=gen.backend, device=device, dtype=gen.dtype, checkpoint=checkpoint)
 
-    def backend(self, gen: dict[str, Any], graph: ProgramGraph | None = None) -> Backend:
-        """The (cached) backend of a compiled generator spec."""
+    def backend(self, gen: ModelGenerator, graph: ProgramGraph | None = None) -> Backend:
+        """The (cached) backend of a compiled generator."""
         spec = self.model_spec(gen, graph)
         if spec not in self._backends:
             raw = load_backend(spec)
@@ -67,21 +67,22 @@ class Session:
         return total
 
     # ---- data
-    def dataset(self, params: dict[str, Any]) -> Dataset:
-        """The data source of a compiled ``data`` node."""
-        spec = DataSpec(kind=params["format"], path=params["path"], input=params["input"], target=params["target"],
-                        demo=params["demo"], split=params["split"], seed=params["seed"])
-        return load(spec)
+    def split(self, graph: ProgramGraph, ref: SplitRef) -> list[dict[str, Any]]:
+        """Records of one split of a data source of ``graph`` (a read of that split)."""
+        source = graph.spec(f"data:{ref.data}")
+        assert isinstance(source, DataSpec)
+        return load(source).split(ref.split)
 
-    def split(self, graph: ProgramGraph, ref: dict[str, str]) -> list[dict[str, Any]]:
-        """Records of ``{"data": name, "split": s}`` (a read of that split)."""
-        return self.dataset(graph[f"data:{ref['data']}"]["params"]).split(ref["split"])
-
-    # ---- trained resources
+    # ---- trained resources, memoised by content
     def reward(self, node: str, graph: ProgramGraph) -> RewardModel:
         """The reward model of a ``reward:NAME`` node, fitted once and reused by content hash."""
-        spec = graph[node]["params"]
-        key = content_hash(spec)
+        spec = graph.spec(node)
+        assert isinstance(spec, Reward)
+        return self.reward_of(spec, graph)
+
+    def reward_of(self, spec: Reward, graph: ProgramGraph) -> RewardModel:
+        """The reward model of a reward spec (a node's, or one a fine-tuning refits on its own samples)."""
+        key = content_hash(spec.to_json())
         if key not in self._rewards:
             from aldsl.rewards import load_reward
 
@@ -90,31 +91,15 @@ class Session:
 
     def checkpoint(self, node: str, graph: ProgramGraph) -> Path:
         """The fine-tuned weights of a ``finetune:NAME`` node, trained once and reused by content hash."""
-        spec = graph[node]["params"]
-        key = content_hash(spec)
+        spec = graph.spec(node)
+        assert isinstance(spec, Finetune)
+        return self.finetuned(spec, graph)
+
+    def finetuned(self, spec: Finetune, graph: ProgramGraph) -> Path:
+        """The checkpoint of a fine-tuning spec (a node's, or one a reward trains its positives with)."""
+        key = content_hash(spec.to_json())
         if key not in self._checkpoints:
-            from aldsl.finetune.checkpoint import ensure_checkpoint
+            from aldsl.finetune import ensure_checkpoint
 
             self._checkpoints[key] = ensure_checkpoint(spec, self, graph)
         return self._checkpoints[key]
-
-    # ---- evaluators
-    def evaluate(self, spec: dict[str, Any], answers: Sequence[str], records: Sequence[dict[str, Any]],
-                 graph: ProgramGraph | None = None) -> list[float]:
-        """Scores in [0, 1] of one compiled evaluator spec."""
-        kind, params = spec["kind"], dict(spec["params"])
-        if kind == "external":
-            from aldsl.rewards.external import external_scores, external_spec
-
-            return [s.score for s in external_scores(external_spec(params), [r["x"] for r in records], answers, records)]
-        if kind == "judge":
-            from aldsl.rewards.critic import yes_probability
-
-            backend = self.backend(params["generator"], graph)
-            return yes_probability(backend, params["template"], [r["x"] for r in records], answers, records)
-        if kind == "code_tests":
-            from aldsl.isolation.sandbox import run_tests
-
-            return [run_tests(a, r, params["field"], params["timeout"]) for a, r in zip(answers, records)]
-        scores = evaluators.evaluate(kind, answers, records, params)
-        return [s if math.isfinite(s) else 0.0 for s in scores]

@@ -57,6 +57,7 @@ class DataSpec:
     demo: str | None = None
     split: Mapping[str, float] | str = field(default_factory=_default_split)
     seed: int = 0
+    name: str = ""  # the data declaration's name (a compiled graph's data node)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,6 +85,17 @@ class DataSpec:
                 "adjust them so they add up to 1"
             )
         object.__setattr__(self, "split", MappingProxyType(fractions))
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "DataSpec":
+        """The spec of a compiled ``data`` node (its ``format`` is the kind)."""
+        return DataSpec(kind=d["format"], path=d["path"], input=d["input"], target=d.get("target"),
+                        demo=d.get("demo"), split=d["split"], seed=d.get("seed", 0), name=d["name"])
+
+    def to_json(self) -> dict[str, Any]:
+        split = self.split if isinstance(self.split, str) else dict(self.split)
+        return {"name": self.name, "format": self.kind, "path": self.path, "input": self.input,
+                "target": self.target, "demo": self.demo, "split": split, "seed": self.seed}
 
     def key(self) -> tuple[Any, ...]:
         """A hashable identity of the spec."""
