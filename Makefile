@@ -23,9 +23,11 @@ demo: setup
 	$(VENV)/bin/aldsl optimize programs/quickstart.alp
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

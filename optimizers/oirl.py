@@ -12,8 +12,7 @@ prompt per query; on dev every candidate is also scored alone.
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from aldsl.store.hashing import content_hash
 from aldsl.language.check import check
@@ -29,16 +28,17 @@ from aldsl.runtime.session import Session
 from optimizers.evaluation import Evaluation, evaluate, prepare_resources, seeded_subset
 from optimizers.output import recording_session, ship_artifacts, write_optimized
 from optimizers.report import OptimizeResult, Row, paired_difference, write_report
+from optimizers.settings import Job, Settings
 
-if TYPE_CHECKING:
-    from optimizers.run import Settings
 
 OPTIMIZED = "optimized"
 
 
-def run_oirl(compiled: CompiledProgram, s: Settings, session: Session, folder: Path,
-             pinned: dict[str, Any]) -> OptimizeResult:
+def run_oirl(job: Job) -> OptimizeResult:
     """Fit the binary reward, compare the prompts on dev, write the per-query program, report on test."""
+    if job.workers > 1 or job.search_only:
+        raise UserError("oirl has no trials to share between workers; run it without --workers/--search-only")
+    compiled, s, session, folder, pinned = job.compiled, job.settings, job.session, job.folder, job.pinned
     checked = compiled.checked
     if checked is None:
         raise UserError("oirl needs the program's source (compile the .alp file, not a saved graph)")

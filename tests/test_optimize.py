@@ -107,7 +107,7 @@ def test_search_finds_the_known_best_and_writes_everything(tmp_path, isolated_ca
 
 
 def test_the_report_split_is_never_read_during_the_search(tmp_path, isolated_cache, monkeypatch):
-    from optimizers import run
+    from optimizers import optuna_method
 
     seen: dict[str, int] = {}
 
@@ -116,7 +116,7 @@ def test_the_report_split_is_never_read_during_the_search(tmp_path, isolated_cac
         raise RuntimeError("stopped before the report phase")
 
     before = read_counts().get("test", 0)
-    monkeypatch.setattr(run._Search, "_report_phase", stop)
+    monkeypatch.setattr(optuna_method.OptunaSearch, "_report_phase", stop)
     with pytest.raises(RuntimeError, match="stopped before"):
         optimize(aldsl.compile(toy(tmp_path, trials=6)), session=Session(), out_dir=tmp_path / "out")
     assert seen.get("test", 0) == before  # search, promotion and the optimized.alp check: no test read
@@ -276,7 +276,7 @@ def test_bad_input_fails_before_any_work(tmp_path, isolated_cache, monkeypatch, 
 
     monkeypatch.setattr(aldsl.backends, "load_backend", forbidden)
     monkeypatch.setattr(evaluation, "evaluate", forbidden)
-    monkeypatch.setattr("optimizers.run.evaluate", forbidden)
+    monkeypatch.setattr("optimizers.optuna_method.evaluate", forbidden)
     assert main(["optimize", str(toy(tmp_path)), "--out", str(tmp_path / "out"), "--quiet", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "toy" / "study.db").exists()

@@ -10,14 +10,16 @@ import threading
 
 from aldsl.backends.base import (
     Backend,
+    BackendError,
     Completion,
     Decoding,
     GenRequest,
+    ModelNotFound,
     ModelSpec,
     OutOfMemory,
     Progress,
 )
-from aldsl.backends.registry import EMBEDDED, BackendError, ModelNotFound, ResolvedModel, resolve_model
+from aldsl.backends.registry import EMBEDDED, ResolvedModel, resolve_model
 
 __all__ = [
     "EMBEDDED",

@@ -18,11 +18,18 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, OutOfMemory, Progress
+from aldsl.backends.base import (
+    BackendError,
+    Completion,
+    Decoding,
+    GenRequest,
+    ModelNotFound,
+    ModelSpec,
+    OutOfMemory,
+    Progress,
+)
 from aldsl.backends.chat import format_chat
 from aldsl.backends.registry import (
-    BackendError,
-    ModelNotFound,
     ResolvedModel,
     checkpoint_dir,
     model_identity,

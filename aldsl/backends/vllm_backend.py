@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, Progress
-from aldsl.backends.registry import BackendError, checkpoint_dir, model_identity, resolve_model
+from aldsl.backends.base import BackendError
+from aldsl.backends.registry import checkpoint_dir, model_identity, resolve_model
 from aldsl.backends.chat import format_chat
 
 INSTALL_HINT = "pip install 'aldsl[vllm]'  (needs a CUDA GPU)"

@@ -272,8 +272,25 @@ def _settings(d: Mapping[str, Any], typed: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in typed}
 
 
+class _Settings:
+    """A resource's own parameters, read as ``spec["samples"]`` (a missing one names the resource)."""
+
+    name: str
+    kind: str
+    settings: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.settings:
+            raise SpecError(f"{type(self).__name__.lower()} {self.name!r} ({self.kind}) has no setting {key!r}; "
+                            "recompile the program")
+        return self.settings[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+
 @dataclass(frozen=True)
-class Reward:
+class Reward(_Settings):
     """R: a reward model of one family (``kind``), with the generator, prompter and golden check it
     trains with where it has them; ``settings`` holds the family's own parameters (samples, margin,
     epochs, features, ...) exactly as declared."""
@@ -295,15 +312,6 @@ class Reward:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", _frozen(self.settings))
-
-    def __getitem__(self, key: str) -> Any:
-        """A family setting (``spec["samples"]``); a missing one is a SpecError naming the reward."""
-        if key not in self.settings:
-            raise SpecError(f"reward {self.name!r} ({self.kind}) has no setting {key!r}; recompile the program")
-        return self.settings[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.settings.get(key, default)
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "Reward":
@@ -329,7 +337,7 @@ class Reward:
 
 
 @dataclass(frozen=True)
-class Finetune:
+class Finetune(_Settings):
     """theta: a fine-tuning of ``generator`` (its base weights) on ``data``, with the prompts of
     ``prompter``; ``reward`` (a reward_model node) ranks samples for rejection and iterative kinds;
     ``settings`` holds steps, lr, batch, lora, samples, rounds, queries... as declared."""
@@ -350,14 +358,6 @@ class Finetune:
         object.__setattr__(self, "settings", _frozen(self.settings))
         if self.kind not in ("sft", "rejection", "iterative"):
             raise SpecError(f"finetune {self.name!r}: unknown kind {self.kind!r} (sft, rejection, iterative)")
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.settings:
-            raise SpecError(f"finetune {self.name!r} ({self.kind}) has no setting {key!r}; recompile the program")
-        return self.settings[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.settings.get(key, default)
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "Finetune":

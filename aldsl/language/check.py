@@ -480,7 +480,8 @@ class Checker:
             self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
 
     def _rule_generator_model(self, d: CheckedDecl) -> None:
-        from aldsl.backends.registry import ModelNotFound, check_model
+        from aldsl.backends.base import ModelNotFound
+        from aldsl.backends.registry import check_model
 
         for name in options_of(d.params["name"]):
             try:

@@ -4,7 +4,7 @@ reward models and fine-tuned checkpoints, and the progress reporter."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from aldsl.backends import Backend, ModelSpec, load_backend
 from aldsl.store.artifacts import ArtifactStore
@@ -82,12 +82,9 @@ class Session:
 
     def reward_of(self, spec: Reward, graph: ProgramGraph) -> RewardModel:
         """The reward model of a reward spec (a node's, or one a fine-tuning refits on its own samples)."""
-        key = content_hash(spec.to_json())
-        if key not in self._rewards:
-            from aldsl.rewards import load_reward
+        from aldsl.rewards import load_reward
 
-            self._rewards[key] = load_reward(spec, self, graph)
-        return self._rewards[key]
+        return _memo(self._rewards, spec, lambda: load_reward(spec, self, graph))
 
     def checkpoint(self, node: str, graph: ProgramGraph) -> Path:
         """The fine-tuned weights of a ``finetune:NAME`` node, trained once and reused by content hash."""
@@ -97,9 +94,17 @@ class Session:
 
     def finetuned(self, spec: Finetune, graph: ProgramGraph) -> Path:
         """The checkpoint of a fine-tuning spec (a node's, or one a reward trains its positives with)."""
-        key = content_hash(spec.to_json())
-        if key not in self._checkpoints:
-            from aldsl.finetune import ensure_checkpoint
+        from aldsl.finetune import ensure_checkpoint
 
-            self._checkpoints[key] = ensure_checkpoint(spec, self, graph)
-        return self._checkpoints[key]
+        return _memo(self._checkpoints, spec, lambda: ensure_checkpoint(spec, self, graph))
+
+
+T = TypeVar("T")
+
+
+def _memo(store: dict[str, T], spec: Reward | Finetune, build: Callable[[], T]) -> T:
+    """``build()`` once per spec content."""
+    key = content_hash(spec.to_json())
+    if key not in store:
+        store[key] = build()
+    return store[key]

@@ -1,0 +1,327 @@
+"""The optuna method (Eq. 2-3 against the evaluator E):
+
+1. Check everything that can be checked without a model: the search space against the sampler,
+   the splits, the storage and the study (a study made by a different program is refused).
+2. Search, with the report split forbidden (``forbid_splits``): every trial is a concrete program
+   scored on the same seeded dev minibatch, in chunks so the median pruner can stop hopeless trials;
+   the program's defaults are the first trial; generations are cached, so repeated work is free.
+3. Promote the best ``promote`` trials (by minibatch score; with ``cost``, the minibatch Pareto
+   front too) to the full dev split; the best there wins (ties: fewer tokens per query).
+4. Write ``optimized.alp`` and re-run it from the file on dev (it must reproduce the score).
+5. Only then read the report split: the defaults and the optimized program, once each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import Trial, TrialState
+
+from aldsl.errors import UserError
+from aldsl.runtime.executor import Executor
+from aldsl.store.data import forbid_splits
+from aldsl.store.hashing import content_hash
+from optimizers import search
+from optimizers.evaluation import Evaluation, evaluate, seeded_subset
+from optimizers.output import recording_session, ship_artifacts, write_optimized
+from optimizers.report import OptimizeResult, Row, paired_difference, write_report
+from optimizers.settings import Job
+
+CHUNKS = 4  # minibatch parts scored in turn, so the pruner can stop a trial after the second
+
+
+def run_optuna(job: Job) -> OptimizeResult:
+    """Search the program's declared space with Optuna; promote, write, reproduce, report."""
+    return OptunaSearch(job).run()
+
+
+class OptunaSearch:
+    """One optuna-method optimization."""
+
+    def __init__(self, job: Job):
+        self.compiled, self.s, self.session, self.folder = job.compiled, job.settings, job.session, job.folder
+        self.pinned, self.workers, self.search_only = job.pinned, job.workers, job.search_only
+        self.params = search.searched(self.compiled.search_space, self.pinned)
+        self.reporter = self.session.reporter
+
+    # ---- the whole run
+    def run(self) -> OptimizeResult:
+        s = self.s
+        search.check_space(self.params, s.sampler, s.cost)
+        if self.workers > 1 and (self.compiled.checked is None or self.compiled.checked.program.path == "<string>"):
+            raise UserError("--workers needs a program file (the workers compile it themselves)")
+        pool = seeded_subset(self._records(s.on), s.seed, s.queries)
+        minibatch = pool[:s.minibatch] if 0 < s.minibatch < len(pool) else pool
+        result = OptimizeResult(self.compiled.name, "optuna", s.objective, self.folder, s.seed,
+                                settings=s.to_json(), defaults=self.compiled.values)
+        if not self.params:
+            return self._no_search(result, pool)
+        budget = s.trials
+        if s.sampler == "grid" and search.grid_size(self.params) < budget:
+            budget = search.grid_size(self.params)
+            result.notes.append(f"The grid has {budget} points, so {budget} trials ran, not {s.trials}.")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        study = search.open_study(s.storage, s.study, ["maximize", "minimize"] if s.cost else ["maximize"],
+                                  self._sampler(0, budget), search.make_pruner(s.pruner, budget),
+                                  self._fingerprint(minibatch), self.compiled.name)
+        result.study, result.storage, result.budget = s.study, s.storage, budget
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            with forbid_splits(s.report), search.optuna_quiet():
+                if not study.get_trials(deepcopy=False) and s.sampler != "grid":
+                    study.enqueue_trial({p.name: p.default for p in self.params}, user_attrs={"defaults": True},
+                                        skip_if_exists=True)
+                procs = self._spawn_workers(budget)
+                with self.reporter.task(f"search: {budget} trials, {len(minibatch)} {s.on} queries each "
+                                        f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:
+                    result.ran = search.run_budget(
+                        study, budget, self._objective(minibatch, advance),
+                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.search_only)
+                self._join(procs, result)
+                if self.search_only:
+                    result.trials = _trial_rows(study, {}, None)
+                    return result
+                full, best = self._promote(study, pool, minibatch, result)
+                defaults_dev = self._defaults_on(pool, study, full)
+                written = self._write(best, full[best.number], result)
+                reproduced = self._reproduce(written, pool)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        result.trials = _trial_rows(study, full, best.number)
+        result.extra["pareto"] = _pareto(study) if s.cost else []
+        self._report_phase(result, defaults_dev, full[best.number], written, reproduced, pool)
+        write_report(result, study, f"{self.compiled.checked.flow.name}.samples" if self.compiled.checked else None)
+        return result
+
+    # ---- pieces
+    def _records(self, split: str) -> list[dict[str, Any]]:
+        return Executor(self.compiled.program_graph, self.session).records(split)
+
+    def _sampler(self, slot: int, budget: int) -> optuna.samplers.BaseSampler:
+        # a grid sampler shuffles its grid by its seed, so its seed must not change between slots
+        seed = self.s.seed if self.s.sampler == "grid" else int(content_hash(self.s.seed, slot)[:8], 16)
+        return search.make_sampler(self.s.sampler, self.params, seed, budget)
+
+    def _fingerprint(self, minibatch: list[dict[str, Any]]) -> str:
+        """What makes two trials comparable: the program without its optimize declaration, the pinned
+        values, the minibatch and the settings that change a trial's score."""
+        checked = self.compiled.checked
+        text = checked.program.source if checked else self.compiled.to_json()
+        if checked and checked.optimize is not None:
+            decl = next(d for d in checked.program.decls if d.kind == "optimize")
+            lines = text.split("\n")
+            text = "\n".join(lines[: decl.pos.line - 1] + lines[decl.pos.end_line:])
+        s = self.s
+        overrides = sorted(checked.overrides.items()) if checked else []
+        return content_hash(text, sorted(self.pinned.items()), overrides, s.objective, s.on, s.seed, s.sampler,
+                            s.pruner, s.cost, CHUNKS, [r["id"] for r in minibatch])
+
+    def _objective(self, minibatch: list[dict[str, Any]], advance: Any):
+        s = self.s
+        prune = s.pruner != "none" and not s.cost
+        chunks = min(CHUNKS, max(1, len(minibatch) // 2)) if prune else 1
+
+        def objective(trial: Trial) -> Any:
+            values = {**self.pinned, **search.suggest(trial, self.params)}
+            trial.set_user_attr("values", values)
+            for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if earlier.user_attrs.get("values") == values:  # the sampler repeated itself: reuse the scores
+                    for key in ("scores", "tokens", "tokens_per_query", "seconds"):
+                        trial.set_user_attr(key, earlier.user_attrs.get(key))
+                    trial.set_user_attr("repeats", earlier.number)
+                    return earlier.values if s.cost else earlier.values[0]
+            program = self.compiled.with_params(values)
+
+            def on_chunk(step: int, so_far: Evaluation) -> None:
+                trial.set_user_attr("tokens_per_query", so_far.tokens_per_query)
+                trial.set_user_attr("queries_scored", len(so_far.scores))
+                advance(0, trial=f"#{trial.number} part {step + 1}/{chunks}")
+                if prune and step + 1 < chunks:
+                    trial.report(so_far.mean, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"{so_far.mean:.3f} after {len(so_far.scores)} queries")
+
+            ev = evaluate(program, minibatch, self.session, s.objective, split=s.on, advance=advance, chunks=chunks,
+                          on_chunk=on_chunk)
+            trial.set_user_attr("scores", ev.scores)
+            trial.set_user_attr("tokens", ev.tokens)
+            trial.set_user_attr("seconds", ev.seconds)
+            return (ev.mean, ev.tokens_per_query) if s.cost else ev.mean
+
+        return objective
+
+    def _spawn_workers(self, budget: int) -> list[subprocess.Popen[bytes]]:
+        if self.workers <= 1:
+            return []
+        assert self.compiled.checked is not None
+        cmd = [sys.executable, "-m", "aldsl.cli", "optimize", self.compiled.checked.program.path, "--search-only",
+               "--quiet", "--storage", self.s.storage, "--study", self.s.study, "--trials", str(budget),
+               "--seed", str(self.s.seed), "--out", str(self.folder.parent)]
+        for k, v in {**self.compiled.checked.overrides, **self.pinned}.items():
+            cmd += ["--set", f"{k}={json.dumps(v)}"]
+        threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        self.reporter.log(f"started {self.workers - 1} extra search worker(s) on study {self.s.study!r}")
+        return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for _ in range(self.workers - 1)]
+
+    def _join(self, procs: list[subprocess.Popen[bytes]], result: OptimizeResult) -> None:
+        for p in procs:
+            _, err = p.communicate()
+            if p.returncode != 0:
+                tail = err.decode(errors="replace").strip().splitlines()[-3:]
+                result.notes.append(f"A search worker exited with status {p.returncode} ({' '.join(tail)}); "
+                                    "its unfinished trial was redone here.")
+
+    def _promote(self, study: optuna.Study, pool: list[dict[str, Any]], minibatch: list[dict[str, Any]],
+                 result: OptimizeResult) -> tuple[dict[int, Evaluation], optuna.trial.FrozenTrial]:
+        s = self.s
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise UserError(f"all {len(study.trials)} trials of study {s.study!r} were pruned or failed; "
+                            "nothing to promote (try pruner = none or a larger minibatch)")
+        distinct = [t for t in complete if "repeats" not in t.user_attrs]
+        ranked = sorted(distinct, key=lambda t: (-t.values[0], _tokens(t), t.number))
+        chosen = ranked[:s.promote]
+        if s.cost:
+            chosen += [t for t in study.best_trials if t not in chosen and "repeats" not in t.user_attrs]
+        pool_key = content_hash([r["id"] for r in pool])
+        full: dict[int, Evaluation] = {}
+        whole = len(minibatch) == len(pool)
+        with self.reporter.task(f"promotion: {len(chosen)} best trials on all {len(pool)} {s.on} queries",
+                                total=len(chosen)) as advance:
+            for t in chosen:
+                stored = study.user_attrs.get(f"full:{t.number}")
+                if whole:
+                    full[t.number] = Evaluation([r["id"] for r in minibatch], t.user_attrs["scores"],
+                                                t.user_attrs["tokens"], t.user_attrs.get("seconds", 0.0))
+                elif stored and stored.get("pool") == pool_key:
+                    full[t.number] = Evaluation([r["id"] for r in pool], stored["scores"], stored["tokens"],
+                                                stored["seconds"])
+                else:
+                    program = self.compiled.with_params(t.user_attrs["values"])
+                    ev = evaluate(program, pool, self.session, s.objective, split=s.on, advance=advance)
+                    study.set_user_attr(f"full:{t.number}", {"pool": pool_key, "scores": ev.scores,
+                                                              "tokens": ev.tokens, "seconds": ev.seconds})
+                    full[t.number] = ev
+                best_so_far = max(e.mean for e in full.values())
+                advance(1, best=f"{best_so_far:.3f}")
+        best_number = min(full, key=lambda n: (-full[n].mean, full[n].tokens_per_query, n))
+        best = next(t for t in complete if t.number == best_number)
+        result.values = dict(best.user_attrs["values"])
+        scope = "the whole" if whole else f"a {len(minibatch)}-query minibatch of the"
+        result.notes.append(
+            f"Search: {len(study.trials)} trials in study `{s.study}` ({s.sampler} sampler, pruner {s.pruner}) on "
+            f"{scope} {len(pool)}-query {s.on} split; {len(chosen)} promoted to the full {s.on} split; best: "
+            f"trial {best.number}.")
+        return full, best
+
+    def _defaults_on(self, pool: list[dict[str, Any]], study: optuna.Study, full: dict[int, Evaluation]) -> Evaluation:
+        defaults = {**{p.name: p.default for p in self.params}, **self.pinned}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number in full and t.user_attrs.get("values") == defaults:
+                return full[t.number]
+        with self.reporter.task(f"defaults on all {len(pool)} {self.s.on} queries", total=None) as advance:
+            return evaluate(self.compiled, pool, self.session, self.s.objective, split=self.s.on, advance=advance)
+
+    def _write(self, best: optuna.trial.FrozenTrial, dev: Evaluation, result: OptimizeResult) -> Path:
+        assert self.compiled.checked is not None
+        header = [f"Optimized by `aldsl optimize` from {self.compiled.checked.program.path}: trial {best.number} "
+                  f"of study {self.s.study!r}",
+                  f"({self.s.objective} = {dev.mean:.3f} on all {len(dev.scores)} {self.s.on} queries). Every "
+                  "searched value is pinned; see report.md beside this file."]
+        path = write_optimized(self.compiled.checked, result.values, self.folder, header)
+        result.optimized = path
+        return path
+
+    def _reproduce(self, written: Path, pool: list[dict[str, Any]]) -> Evaluation:
+        """Run the written file on dev in a fresh session (resources from their artifacts)."""
+        from aldsl.program import compile
+
+        self.fresh, self.store = recording_session(self.session)
+        with self.reporter.task(f"checking {written.name} on {self.s.on}", total=None) as advance:
+            return evaluate(compile(written), pool, self.fresh, self.s.objective, split=self.s.on, advance=advance)
+
+    def _report_phase(self, result: OptimizeResult, defaults_dev: Evaluation, best_dev: Evaluation, written: Path,
+                      again: Evaluation, pool: list[dict[str, Any]]) -> None:
+        from aldsl.program import compile
+
+        s = self.s
+        records = seeded_subset(self._records(s.report), s.seed, s.report_queries)
+        with self.reporter.task(f"report: defaults and optimized on {len(records)} {s.report} queries",
+                                total=None) as advance:
+            defaults_test = evaluate(self.compiled, records, self.session, s.objective, split=s.report, advance=advance)
+            optimized_test = evaluate(compile(written), records, self.fresh, s.objective, split=s.report, advance=advance)
+        result.rows = [Row.of("defaults", s.on, defaults_dev, s.seed), Row.of("optimized", s.on, best_dev, s.seed),
+                       Row.of("defaults", s.report, defaults_test, s.seed),
+                       Row.of("optimized", s.report, optimized_test, s.seed)]
+        mean, lo, hi = paired_difference(defaults_test, optimized_test, s.seed)
+        result.extra["difference"] = {"label": f"Optimized minus defaults on {s.report}", "mean": mean, "lo": lo,
+                                      "hi": hi, "n": len(records), "split": s.report}
+        result.artifacts = ship_artifacts(self.store, self.session, self.folder)
+        same = abs(again.mean - best_dev.mean) < 1e-9
+        result.extra["reproduced"] = {"search": best_dev.mean, "file": again.mean, "same": same}
+        result.extra["protocol"] = [
+            f"The {s.report} split was forbidden while searching (reading it raised an error); it was read once "
+            "afterwards, for this table.",
+            f"`{written.name}` re-run from the file on {s.on}: {again.mean:.3f} (search: {best_dev.mean:.3f}; "
+            f"{'reproduced' if same else 'NOT reproduced'}).",
+            f"Queries: {len(pool)} of {s.on}" + (f" (capped by queries = {s.queries})" if s.queries else "") +
+            f", {len(records)} of {s.report}" + (f" (report_queries = {s.report_queries})" if s.report_queries else "") +
+            f"; seeded subsets (seed {s.seed}), the same for every variant.",
+            "95% confidence intervals: percentile bootstrap over queries, 2000 resamples."]
+        if not same:
+            result.notes.append(f"Warning: {written.name} gave {again.mean:.3f} on {s.on}, the search "
+                                f"{best_dev.mean:.3f}.")
+
+    def _no_search(self, result: OptimizeResult, pool: list[dict[str, Any]]) -> OptimizeResult:
+        """A program with nothing to search: say so, evaluate it as is."""
+        s = self.s
+        self.reporter.log(f"{self.compiled.name}: nothing to search (no search space, or every value pinned); "
+                          "evaluating the program as is")
+        result.notes.append("The program declares no search space (or every value was pinned): it was evaluated "
+                            "as is.")
+        with forbid_splits(s.report), self.reporter.task(f"the program on {len(pool)} {s.on} queries",
+                                                         total=None) as advance:
+            dev = evaluate(self.compiled, pool, self.session, s.objective, split=s.on, advance=advance)
+        records = seeded_subset(self._records(s.report), s.seed, s.report_queries)
+        with self.reporter.task(f"the program on {len(records)} {s.report} queries", total=None) as advance:
+            test = evaluate(self.compiled, records, self.session, s.objective, split=s.report, advance=advance)
+        result.rows = [Row.of("as written", s.on, dev, s.seed), Row.of("as written", s.report, test, s.seed)]
+        result.values = dict(self.compiled.values)
+        if self.compiled.checked is not None:
+            result.optimized = write_optimized(self.compiled.checked, result.values, self.folder,
+                                               ["Written by `aldsl optimize`: the program had nothing to search."])
+        write_report(result)
+        return result
+
+
+def _tokens(t: optuna.trial.FrozenTrial) -> float:
+    return float(t.user_attrs.get("tokens_per_query", 0.0))
+
+
+def _trial_rows(study: optuna.Study, full: dict[int, Evaluation], best: int | None) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            score = t.values[0] if t.values else (max(t.intermediate_values.items())[1] if t.intermediate_values else None)
+        else:
+            score = None
+        rows.append({"number": t.number, "state": t.state.name, "score": score, "tokens": t.user_attrs.get("tokens_per_query"),
+                     "full": full[t.number].mean if t.number in full else None, "values": t.user_attrs.get("values", {}),
+                     "worker": t.user_attrs.get(search.WORKER_ATTR), "seconds": t.user_attrs.get("seconds"),
+                     "best": t.number == best})
+    return rows
+
+
+def _pareto(study: optuna.Study) -> list[dict[str, Any]]:
+    return [{"number": t.number, "score": t.values[0], "tokens": t.values[1], "values": t.user_attrs.get("values", {})}
+            for t in sorted(study.best_trials, key=lambda t: t.values[1])]

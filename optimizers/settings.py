@@ -1,0 +1,86 @@
+"""The settings of one optimization: the optimize declaration with command-line overrides, and the
+job every method runs (the one small contract of :data:`optimizers.run.METHODS`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aldsl.errors import UserError
+from aldsl.language.schema import BY_KIND
+from aldsl.program import CompiledProgram
+from aldsl.runtime.session import Session
+
+OPTUNA_DEFAULTS = {p.name: p.default for p in BY_KIND["optimize"]["optuna"].params}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The optimize declaration, with command-line overrides applied."""
+
+    method: str
+    objective: str
+    data: str
+    on: str
+    report: str
+    trials: int
+    sampler: str
+    pruner: str
+    queries: int
+    report_queries: int
+    minibatch: int
+    promote: int
+    seed: int
+    cost: bool
+    storage: str
+    study: str
+    reward: str | None
+
+    @staticmethod
+    def resolve(compiled: CompiledProgram, folder: Path, trials: int | None, storage: str | None, study: str | None,
+                seed: int | None) -> "Settings":
+        spec = compiled.graph.graph.get("optimize")
+        if not spec:
+            raise UserError(f"program {compiled.name!r} has no optimize declaration; add one, e.g.\n"
+                            "  optimize search = optuna(objective = acc, on = problems.dev, trials = 20)")
+        report = spec["report"]
+        if report["split"] == spec["on"]["split"]:
+            raise UserError(f"optimize: the report split {report['split']!r} is the split the search scores on; "
+                            "report on a held-out split (report = DATA.test)")
+
+        def setting(key: str) -> Any:
+            """The declared value, else the schema's default (an oirl declaration has no search settings)."""
+            return spec[key] if key in spec else OPTUNA_DEFAULTS[key]
+
+        n = setting("trials") if trials is None else trials
+        if spec["method"] == "optuna" and n < 1:
+            raise UserError(f"--trials must be at least 1, got {n}")
+        for key in ("queries", "report_queries", "minibatch", "promote"):
+            if setting(key) < 0:
+                raise UserError(f"optimize: {key} must be 0 or more, got {setting(key)}")
+        url = storage or setting("storage") or f"sqlite:///{(folder / 'study.db').resolve()}"
+        return Settings(method=spec["method"], objective=spec["objective"], data=spec["on"]["data"],
+                        on=spec["on"]["split"], report=report["split"], trials=n, sampler=setting("sampler"),
+                        pruner=setting("pruner"), queries=setting("queries"), report_queries=setting("report_queries"),
+                        minibatch=setting("minibatch"), promote=max(1, setting("promote")),
+                        seed=setting("seed") if seed is None else seed, cost=bool(setting("cost")), storage=url,
+                        study=study or setting("study") or compiled.name, reward=spec.get("reward"))
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Job:
+    """What a method gets: the program, its settings, the session, the output folder, the values the
+    user pinned (``--set``), and how the work is shared (``workers`` processes; ``search_only``: a
+    worker that runs trials and leaves promotion and the report to another process)."""
+
+    compiled: CompiledProgram
+    settings: Settings
+    session: Session
+    folder: Path
+    pinned: dict[str, Any]
+    workers: int = 1
+    search_only: bool = False
