@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["CompiledProgram", "compile", "load_graph", "load_optimized"]
+__all__ = ["CompiledProgram", "compile", "load_graph", "load_optimized", "load_reward"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from aldsl.program import CompiledProgram, compile, load_graph, load_optimized
+    from aldsl.program import CompiledProgram, compile, load_graph, load_optimized, load_reward
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ import networkx as nx
 from aldsl.language.check import Checked, check
 from aldsl.compiler.builder import compile_checked
 from aldsl.errors import UserError
+from aldsl.rewards.trained import SavedReward
 from aldsl.runtime.executor import Executor, inputs_to_records
 from aldsl.runtime.traces import RunResult
 from aldsl.compiler.graph import ProgramGraph
@@ -143,3 +144,9 @@ def fit_program_rewards(compiled: CompiledProgram, session: Session,
             model = session.reward(f"reward:{name}", graph)
             fitted[name] = (declared[name], dict(getattr(model, "metrics", {})))
     return fitted
+
+
+def load_reward(folder: str | Path) -> SavedReward:
+    """A trained reward's artifact folder (``reward/KEY``: in the cache, or shipped in an optimized program's
+    ``artifacts/``), ready to score outside any program: ``load_reward(folder).score(queries, candidates)``."""
+    return SavedReward(folder)

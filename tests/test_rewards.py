@@ -155,7 +155,7 @@ def test_features_embed_batches_and_memoise(tmp_path, tiny_model_dir):
     graph = aldsl.compile(program(tmp_path, tiny_model_dir)).program_graph
     session = new_session(tmp_path)
     gen = graph.spec("generate_1").generator
-    features = Features("hidden", session, gen, graph)
+    features = Features.of("hidden", session, gen, graph)
     backend = session.backend(gen, graph)
     calls = []
     original = backend.backend.encode
@@ -167,7 +167,7 @@ def test_features_embed_batches_and_memoise(tmp_path, tiny_model_dir):
     assert calls == [5, 1] and np.array_equal(again[:5], first[::-1])
     assert feature_text(" q ", " a\n") == "Question: q\nAnswer: a"
     with pytest.raises(UserError, match="features"):
-        Features("tfidf", session, gen, graph)
+        Features.of("tfidf", session, gen, graph)
 
 
 # ---------------------------------------------------------------- each family fits, scores, reports

@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from aldsl.backends.registry import quiet_loading
+from aldsl.backends.torch_utils import lora_targets
 from aldsl.errors import UserError
 
 MAX_TOKENS = 2048  # longest training sequence (prompt + target); longer ones lose their tail
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # attention projections (Llama, Mistral, Qwen, ...)
 IGNORE = -100  # label of tokens without loss (prompt, padding)
 
 
@@ -82,9 +82,8 @@ def load_trainable(folder: Path, settings: Settings, device: torch.device) -> tu
 def _add_lora(model: torch.nn.Module, rank: int, seed: int) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    targets = [t for t in LORA_TARGETS if t in linear] or None  # None: peft's default for the architecture
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=lora_targets(model),
+                        task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
         torch.manual_seed(seed)  # the adapter's random init

@@ -479,21 +479,27 @@ class Checker:
         if max_keep > 1 and max_rounds == 1:
             self.warnings.append(Diagnostic("keep > 1 has no effect with rounds = 1", pos.get("keep")))
 
-    def _rule_generator_model(self, d: CheckedDecl) -> None:
+    def _check_model(self, d: CheckedDecl, param: str) -> None:
+        """Every model ``param`` may name points at weights on this machine (loads nothing)."""
         from aldsl.backends.base import ModelNotFound
         from aldsl.backends.registry import check_model
 
-        for name in options_of(d.params["name"]):
+        for name in options_of(d.params[param]):
             try:
                 check_model(name)
             except ModelNotFound as e:
                 first, _, rest = str(e).partition("\n")
-                self.error(f"generator '{d.name}': {first}", d.param_pos.get("name", d.pos),
+                self.error(f"{d.kind} '{d.name}': {first}", d.param_pos.get(param, d.pos),
                            "; ".join(line.strip(" -") for line in rest.splitlines()))
+
+    def _rule_generator_model(self, d: CheckedDecl) -> None:
+        self._check_model(d, "name")
 
     def _rule_reward(self, d: CheckedDecl) -> None:
         if d.ctor == "external" and (d.params["call"] is None) == (d.params["command"] is None):
             self.error("external() needs exactly one of call = \"module:function\" or command = \"...\"", d.pos)
+        if d.params.get("backbone") is not None:
+            self._check_model(d, "backbone")
 
     _rule_evaluator = _rule_reward
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REQUIRED = object()
+TUNES = ("head", "top", "lora", "full")  # how a trained reward learns (aldsl.rewards.backbone)
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,20 @@ def _trained() -> tuple[Param, ...]:
               "the prompter of its training samples (default: the flow's, at its defaults)"),
         Param("temperature", t_float(0, 5), 0.8, "sampling temperature of its training samples"),
         Param("queries", t_int(0), 0, "train on at most this many queries of its split (0: all)", searchable=False),
-        Param("features", FEATURES, "hidden", "hidden: the generator's mean-pooled hidden states; "
-              "minilm: all-MiniLM-L6-v2 sentence embeddings"),
-        Param("epochs", t_int(1, 10000), 200, "training epochs of the reward head"),
-        Param("lr", t_float(0, 10, min_open=True), 1e-3, "learning rate of the reward head"),
+        Param("tune", t_enum(*TUNES), "head", "how the reward model learns: head = a small MLP on frozen features "
+              "(`features`; the fast option); top = the top `layers` layers of an LM and a value head, over cached "
+              "lower-layer states; lora = LoRA adapters on the LM and a value head; full = every weight of the LM"),
+        Param("backbone", t_or(STR, NONE), None, "the LM of tune = top/lora/full: an embedded name, local HF folder or "
+              ".gguf file (default: the generator's base weights)", searchable=False),
+        Param("layers", t_int(1, 1000), 4, "decoder layers trained with tune = top"),
+        Param("value", t_enum("last", "tokens"), "last", "LM rewards from golden labels: the loss on the last token, "
+              "or on every answer token (a token-level value, Cobbe et al.); r is always read at the last token"),
+        Param("features", FEATURES, "hidden", "tune = head: hidden = the generator's mean-pooled hidden states; "
+              "minilm = all-MiniLM-L6-v2 sentence embeddings"),
+        Param("epochs", t_int(0, 10000), 0, "training epochs (0: 200 full-batch epochs for a head, 2 passes over the "
+              "data for an LM)"),
+        Param("lr", t_float(0, 10), 0.0, "learning rate (0: 1e-3 for a head; 1e-4 top, 2e-4 lora, 2e-5 full)"),
+        Param("batch", t_int(1, 4096), 16, "items per optimizer step of an LM reward"),
     )
 
 

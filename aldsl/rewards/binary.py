@@ -66,7 +66,7 @@ def build(spec: Reward, session: Session, graph: ProgramGraph) -> BinaryReward:
     records = training_records(spec, session, graph)
     if not spec.among:
         raise UserError(f"reward {spec.name!r}: among is empty; list the candidate templates")
-    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
+    features = Features.of(spec["features"], session, feature_generator(spec.generator), graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         labels = offline_logs(spec, session, graph, records)  # (queries, templates)

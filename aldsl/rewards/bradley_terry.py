@@ -2,8 +2,9 @@
 
 Pairs come from the records' ``chosen``/``rejected`` fields, or, with ``annotator``, from the
 generator's own samples: ``samples`` per train query, each scored by the annotator evaluator (it
-sees only this split), the best paired against every sample with a lower score. A head on the
-features is fitted by ``-log sigmoid(r+ - r- - margin) + centering * (r+ + r-)^2``. Held-out
+sees only this split), the best paired against every sample with a lower score. The reward (an LM
+backbone or a head on frozen features) is fitted by ``-log sigmoid(r+ - r- - margin) +
+centering * (r+ + r-)^2``. Held-out
 metric: pairwise accuracy on the pairs of held-out queries.
 """
 
@@ -17,10 +18,9 @@ import numpy as np
 from aldsl.compiler.specs import Reward
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
-from aldsl.rewards.features import Features, feature_text
-from aldsl.rewards.heads import load_head, pairwise_accuracy, save_head, train_pairwise
-from aldsl.rewards.trained import (HeadReward, ensure_artifact, feature_generator, generator_identity, golden_scores, head_config,
-                      held_mask, holdout_ids, rounded, sampler, training_records)
+from aldsl.rewards.heads import pairwise_accuracy
+from aldsl.rewards.trained import (Learner, Scorer, golden_scores, held_mask, holdout_ids, rounded,
+                                   sampler, training_records)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -29,32 +29,24 @@ if TYPE_CHECKING:
 Pair = tuple[dict[str, Any], str, str]  # (record, chosen, rejected)
 
 
-def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> Scorer:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
+    learner = Learner(spec, session, graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         pairs = annotated_pairs(spec, session, graph, records) if spec.annotator else field_pairs(spec, records)
         if not pairs:
             raise UserError(f"reward {spec.name!r}: no preference pairs (every query's samples scored the same "
                             "under the annotator); raise samples or temperature")
-        chosen = features.embed([feature_text(r["x"], c) for r, c, _ in pairs])
-        rejected = features.embed([feature_text(r["x"], c) for r, _, c in pairs])
+        texts = [(r["x"], c) for r, chosen, rejected in pairs for c in (chosen, rejected)]
         held = held_mask([str(r["id"]) for r, _, _ in pairs], holdout_ids(records))
-        config = head_config(spec)
+        a, b, info = learner.pairs(folder, texts, [(2 * i, 2 * i + 1) for i in range(len(pairs))], held)
         metrics = {}
-        if held.any() and (~held).any():
-            probe, _ = train_pairwise(chosen[~held], rejected[~held], config, spec["margin"], spec["centering"])
-            metrics["pairwise_accuracy"] = pairwise_accuracy(probe.predict(chosen[held]), probe.predict(rejected[held]))
-            metrics["held_out_pairs"] = int(held.sum())
-        head, losses = train_pairwise(chosen, rejected, config, spec["margin"], spec["centering"])
-        metrics["train_pairwise_accuracy"] = pairwise_accuracy(head.predict(chosen), head.predict(rejected))
-        save_head(head, folder)
-        return {"metrics": rounded(metrics), "pairs": len(pairs), "final_loss": round(losses[-1], 5)}
+        if len(a):
+            metrics = {"pairwise_accuracy": pairwise_accuracy(a, b), "held_out_pairs": int(held.sum())}
+        return {"metrics": rounded({**metrics, **info.pop("metrics", {})}), "pairs": len(pairs), **info}
 
-    identities = [generator_identity(session, spec.generator, graph), features.identity]
-    head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return HeadReward(spec.name, features, head, meta["metrics"])
+    return learner.ensure(records, fit)
 
 
 def field_pairs(spec: Reward, records: Sequence[dict[str, Any]]) -> list[Pair]:

@@ -3,8 +3,8 @@
 Positives are the demonstrations themselves (``positives = demos``) or samples of the generator
 fine-tuned on them (``positives = sft``: then positives and negatives share the model's style, so
 the discriminator cannot win on style alone, as the method's authors recommend); negatives are
-``samples`` samples of the base generator per train query. A head is fitted by balanced BCE and
-the reward is r = log D - log(1 - D) = logit D. Held-out metrics: AUC of positives against
+``samples`` samples of the base generator per train query. D is fitted by balanced BCE (an LM
+backbone or a head on frozen features) and the reward is r = log D - log(1 - D) = logit D. Held-out metrics: AUC of positives against
 negatives, and the golden score of best-of-L selection among the negatives by r (vs the first).
 """
 
@@ -20,11 +20,9 @@ from aldsl.compiler.specs import Finetune, Reward
 from aldsl.ops.answers import extract
 from aldsl.errors import UserError
 from aldsl.ops.sampling import sample
-from aldsl.rewards.features import Features, feature_text
-from aldsl.rewards.heads import auc, load_head, save_head
-from aldsl.rewards.trained import (HeadReward, by_query, ensure_artifact, feature_generator, generator_identity, golden_scores,
-                      head_config, held_mask, holdout_ids, probe_and_fit, rounded, sampler, selection_metrics,
-                      training_records)
+from aldsl.rewards.heads import auc
+from aldsl.rewards.trained import (Learner, Scorer, by_query, golden_scores, held_mask, holdout_ids,
+                                   rounded, sampler, selection_metrics, training_records)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
@@ -33,9 +31,9 @@ if TYPE_CHECKING:
 SFT_SETTINGS = {"steps": 30, "lr": 5e-5, "batch": 8, "lora": False, "lora_rank": 8}
 
 
-def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
+def build(spec: Reward, session: Session, graph: ProgramGraph) -> Scorer:
     records = training_records(spec, session, graph)
-    features = Features(spec["features"], session, feature_generator(spec.generator), graph)
+    learner = Learner(spec, session, graph)
 
     def fit(folder: Path) -> dict[str, Any]:
         demos = [r for r in records if r.get("demo") is not None and str(r["demo"]).strip()]
@@ -47,19 +45,16 @@ def build(spec: Reward, session: Session, graph: ProgramGraph) -> HeadReward:
         positives = _positives(spec, session, graph, demos)
         rows = [(r, t, 1.0) for r, ts in zip(demos, positives) for t in ts]
         rows += [(r, t, 0.0) for r, ts in zip(demos, negatives) for t in ts]
-        x = features.embed([feature_text(r["x"], t) for r, t, _ in rows])
         labels = [y for _, _, y in rows]
         held = held_mask([str(r["id"]) for r, _, _ in rows], holdout_ids(demos))
-        r_held, head, losses = probe_and_fit(x, labels, held, head_config(spec))
-        save_head(head, folder)
+        r_held, info = learner.points(folder, [(r["x"], t) for r, t, _ in rows], [[y] for y in labels], held)
+        r_held = np.array([r[-1] for r in r_held])
         metrics = {"auc": auc(r_held, np.asarray(labels)[held])}
         metrics.update(_selection(spec, session, graph, rows, held, r_held))
         return {"metrics": rounded(metrics), "positives": int(sum(labels)), "negatives": len(rows) - int(sum(labels)),
-                "final_loss": round(losses[-1], 5)}
+                **info}
 
-    identities = [generator_identity(session, spec.generator, graph), features.identity]
-    head, meta = ensure_artifact(spec, session, records, identities, fit, load_head)
-    return HeadReward(spec.name, features, head, meta["metrics"])
+    return learner.ensure(records, fit)
 
 
 def sft_spec(spec: Reward) -> Finetune:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from aldsl.errors import UserError
-from aldsl.progress import QUIET
+from aldsl.progress import QUIET, Reporter
 
 if TYPE_CHECKING:
+    from aldsl.backends import Backend
     from aldsl.compiler.specs import ModelGenerator
     from aldsl.compiler.graph import ProgramGraph
     from aldsl.runtime.session import Session
@@ -36,18 +37,24 @@ def feature_text(x: str, candidate: str) -> str:
 
 
 class Features:
-    """Embeds texts as float32 rows: the generator's hidden states or MiniLM sentence embeddings."""
+    """Embeds texts as float32 rows: a model's hidden states (``backend.encode``) or MiniLM sentence embeddings."""
 
-    def __init__(self, kind: str, session: Session, generator: ModelGenerator, graph: ProgramGraph):
+    def __init__(self, kind: str, backend: Backend | None, reporter: Reporter = QUIET):
         if kind not in KINDS:
             raise UserError(f"features = {kind!r}: use one of {', '.join(KINDS)}")
         self.kind = kind
-        self.reporter = session.reporter
+        self.reporter = reporter
         if kind == "hidden":
-            self._backend = session.backend(generator, graph)
-            self.identity = f"hidden:{self._backend.identity}"
+            assert backend is not None, "hidden features need the model's backend"
+            self._backend = backend
+            self.identity = f"hidden:{backend.identity}"
         else:
             self.identity = f"minilm:{_minilm_path()}"
+
+    @staticmethod
+    def of(kind: str, session: Session, generator: ModelGenerator, graph: ProgramGraph | None) -> "Features":
+        """The features of a compiled generator (hidden states of its weights) or MiniLM's."""
+        return Features(kind, session.backend(generator, graph) if kind == "hidden" else None, session.reporter)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One float32 row per text (memoised per text)."""

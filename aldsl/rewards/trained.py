@@ -11,12 +11,14 @@ refit on all train queries with the same settings.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, Union
 
 import numpy as np
 
+from aldsl.backends import ModelSpec, load_backend
 from aldsl.backends.base import Decoding
 from aldsl.backends.registry import model_identity, resolve_model
 from aldsl.compiler.specs import Answer, Evaluator, Finetune, Generator, ModelGenerator, Reward, unnamed
@@ -27,18 +29,22 @@ from aldsl.ops.sampling import sample
 from aldsl.ops.select import select
 from aldsl.store.hashing import content_hash
 from aldsl.rewards.base import RewardItem, Scored
+from aldsl.rewards.backbone import DEFAULT_EPOCHS, DEFAULT_LR, LMReward, TuneConfig, ValueModel, fit_pairs, fit_points
 from aldsl.rewards.features import Features, feature_text
-from aldsl.rewards.heads import Head, HeadConfig, train_pointwise
+from aldsl.rewards.heads import (Head, HeadConfig, load_head, pairwise_accuracy, save_head, train_pairwise,
+                                train_pointwise)
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
     from aldsl.runtime.session import Session
 
 KIND = "reward"
-VERSION = 2  # bump when fitting changes what a spec produces, so old artifacts are not reused
+VERSION = 3  # bump when fitting changes what a spec produces, so old artifacts are not reused
 HOLDOUT = 0.2
 PASS = 0.5  # a golden evaluator score at least this counts as correct
 HIDDEN_UNITS = 64
+HEAD_EPOCHS = 200  # full-batch epochs of a head (epochs = 0)
+HEAD_LR = 1e-3
 EMBEDDED_DEFAULT = "smollm2-135m"
 T = TypeVar("T")
 
@@ -76,7 +82,7 @@ def training_records(spec: Reward | Finetune, session: Session, graph: ProgramGr
 
 
 def head_config(spec: Reward) -> HeadConfig:
-    return HeadConfig(epochs=spec["epochs"], lr=spec["lr"], hidden=HIDDEN_UNITS)
+    return HeadConfig(epochs=spec["epochs"] or HEAD_EPOCHS, lr=spec["lr"] or HEAD_LR, hidden=HIDDEN_UNITS)
 
 
 def holdout_ids(records: Sequence[dict[str, Any]], fraction: float = HOLDOUT) -> set[str]:
@@ -148,20 +154,149 @@ def sample_graded(spec: Reward, session: Session, graph: ProgramGraph, records: 
     return per_record, owners, texts, golden_scores(session, spec.evaluator, spec.answer, texts, owners, graph)
 
 
-class HeadReward:
-    """r(x, y) = head(features(feature_text(x, y))): a reward on a logit scale, scored in batches."""
+def step_prefixes(text: str) -> list[str]:
+    """The text up to and including each non-empty line (the whole text if it has none)."""
+    lines = text.split("\n")
+    prefixes = ["\n".join(lines[:i + 1]) for i, line in enumerate(lines) if line.strip()]
+    return prefixes or [text]
 
-    def __init__(self, name: str, features: Features, head: Head, metrics: dict[str, float]):
-        self.name = name
-        self.features = features
-        self.head = head
-        self.metrics = metrics
+
+class HeadReward:
+    """r(x, y) = head(features(feature_text(x, y))), on a logit scale, scored in batches; a process
+    reward (``steps``) is the minimum of r over y's step prefixes."""
+
+    def __init__(self, name: str, features: Features, head: Head, metrics: dict[str, float], steps: bool = False):
+        self.name, self.features, self.head, self.metrics, self.steps = name, features, head, metrics, steps
 
     def rewards(self, xs: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        if self.steps:
+            return np.array([s.min() for s in self.step_rewards(xs, candidates)], dtype=np.float64)
         return self.head.predict(self.features.embed([feature_text(x, c) for x, c in zip(xs, candidates)]))
+
+    def step_rewards(self, xs: Sequence[str], candidates: Sequence[str]) -> list[np.ndarray]:
+        """r of every step prefix of every candidate, batched."""
+        prefixes = [step_prefixes(c) for c in candidates]
+        flat = self.head.predict(self.features.embed([feature_text(x, p) for x, ps in zip(xs, prefixes) for p in ps]))
+        out, start = [], 0
+        for ps in prefixes:
+            out.append(flat[start:start + len(ps)])
+            start += len(ps)
+        return out
 
     def score(self, items: Sequence[RewardItem]) -> list[Scored]:
         return [Scored(float(r)) for r in self.rewards([i.x for i in items], [i.candidate for i in items])]
+
+
+Scorer = Union[HeadReward, LMReward]
+
+
+class Learner:
+    """How a trained family learns r from its labels: a head on frozen features (``tune = head``) or an
+    LM backbone (:mod:`aldsl.rewards.backbone`). Both fit on the train queries outside the held-out
+    part; a head is then refit on all of them, an LM is kept as fitted (too costly to train twice)."""
+
+    def __init__(self, spec: Reward, session: Session, graph: ProgramGraph):
+        self.spec, self.session = spec, session
+        self.config = tune_config(spec)
+        if self.config is None:
+            self.features: Features | None = Features.of(spec["features"], session,
+                                                         feature_generator(spec.generator), graph)
+            self.identity = self.features.identity
+        else:
+            self.features = None
+            self.identity = f"lm:{model_identity(resolve_model(_backbone(spec)))}"
+        self.identities = [generator_identity(session, spec.generator, graph), self.identity]
+
+    def points(self, folder: Path, texts: Sequence[tuple[str, str]], labels: Sequence[Sequence[float]],
+               held: np.ndarray) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """BCE on labels in [0, 1]: one per text (r at its end), or one per step of the text (a process
+        reward: r at the end of each step); returns r at the labelled places of the held texts."""
+        if self.config is not None:
+            _, r = fit_points(self.config, folder, texts, labels, held, value=self.spec["value"],
+                              reporter=self.session.reporter, label=f"reward {self.spec.name}")
+            return r, {}
+        rows = [(i, feature_text(x, p)) for i, (x, c) in enumerate(texts)
+                for p in _labelled_prefixes(c, len(labels[i]))]
+        assert self.features is not None
+        x = self.features.embed([t for _, t in rows])
+        y = [v for ls in labels for v in ls]
+        flat_held = np.array([held[i] for i, _ in rows], dtype=bool)
+        r_held, head, losses = probe_and_fit(x, y, flat_held, head_config(self.spec))
+        save_head(head, folder)
+        out, start = [], 0
+        for i in np.flatnonzero(held):
+            out.append(r_held[start:start + len(labels[i])])
+            start += len(labels[i])
+        return out, {"final_loss": round(losses[-1], 5)}
+
+    def pairs(self, folder: Path, texts: Sequence[tuple[str, str]], pairs: Sequence[tuple[int, int]],
+              held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Bradley-Terry (Eq. 4) on (chosen, rejected) text indices; the held pairs' rewards."""
+        margin, centering = self.spec["margin"], self.spec["centering"]
+        if self.config is not None:
+            _, a, b = fit_pairs(self.config, folder, texts, pairs, held, margin=margin, centering=centering,
+                                reporter=self.session.reporter, label=f"reward {self.spec.name}")
+            return a, b, {}
+        assert self.features is not None
+        x = self.features.embed([feature_text(*t) for t in texts])
+        chosen, rejected = x[[a for a, _ in pairs]], x[[b for _, b in pairs]]
+        config = head_config(self.spec)
+        a_held = b_held = np.zeros(0)
+        if held.any() and (~held).any():
+            probe, _ = train_pairwise(chosen[~held], rejected[~held], config, margin, centering)
+            a_held, b_held = probe.predict(chosen[held]), probe.predict(rejected[held])
+        head, losses = train_pairwise(chosen, rejected, config, margin, centering)
+        save_head(head, folder)
+        train = {"train_pairwise_accuracy": pairwise_accuracy(head.predict(chosen), head.predict(rejected))}
+        return a_held, b_held, {"final_loss": round(losses[-1], 5), "metrics": train}
+
+    def describe(self, steps: bool) -> dict[str, Any]:
+        """How the artifact's reward is computed (``meta.json``'s ``learner``; :class:`SavedReward` reads it)."""
+        if self.config is not None:
+            return {"tune": self.config.tune, "backbone": _backbone(self.spec), "steps": steps}
+        return {"tune": "head", "features": self.spec["features"], "model": feature_generator(self.spec.generator).model,
+                "steps": steps}
+
+    def ensure(self, records: Sequence[dict[str, Any]], fit: Callable[[Path], dict[str, Any]],
+               steps: bool = False) -> Scorer:
+        """The fitted reward: loaded from its artifact, or ``fit(folder)`` and saved (see :func:`ensure_artifact`)."""
+        about = self.describe(steps)
+
+        def fit_and_describe(folder: Path) -> dict[str, Any]:
+            return {**fit(folder), "learner": about}
+
+        def load(folder: Path) -> Scorer:
+            if self.config is not None:
+                return LMReward(self.spec.name, ValueModel(folder), {}, steps)
+            assert self.features is not None
+            return HeadReward(self.spec.name, self.features, load_head(folder), {}, steps)
+
+        model, meta = ensure_artifact(self.spec, self.session, records, self.identities, fit_and_describe, load)
+        model.metrics = meta["metrics"]
+        return model
+
+
+def tune_config(spec: Reward) -> TuneConfig | None:
+    """How an LM reward trains (None: a head on frozen features)."""
+    tune = spec["tune"]
+    if tune == "head":
+        return None
+    return TuneConfig(tune, str(resolve_model(_backbone(spec)).path), layers=spec["layers"],
+                      epochs=spec["epochs"] or DEFAULT_EPOCHS, lr=spec["lr"] or DEFAULT_LR[tune], batch=spec["batch"])
+
+
+def _backbone(spec: Reward) -> str:
+    """The model an LM reward starts from: the one named, else the generator's base weights."""
+    return spec.get("backbone") or feature_generator(spec.generator).model
+
+
+def _labelled_prefixes(candidate: str, steps: int) -> list[str]:
+    """The texts a head scores for ``steps`` labels: the candidate, or its step prefixes (the first
+    ``steps - 1`` and the whole)."""
+    if steps == 1:
+        return [candidate]
+    prefixes = step_prefixes(candidate)
+    return prefixes[: steps - 1] + prefixes[-1:]
 
 
 @dataclass
@@ -200,3 +335,31 @@ def by_query(owners: Sequence[dict[str, Any]], held: np.ndarray, r_held: np.ndar
 
 def rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in metrics.items()}
+
+
+class SavedReward:
+    """A trained reward read from its artifact folder, outside any program: ``score(queries, candidates)``."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"{folder}: not a trained reward (no meta.json); give the folder of a reward artifact, "
+                            "e.g. ~/.cache/aldsl/artifacts/reward/KEY or OUT/<program>/artifacts/reward/KEY")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        about = meta.get("learner")
+        if meta.get("kind") != KIND or not isinstance(about, dict):
+            raise UserError(f"{folder}: not a reward artifact of this version of aldsl (retrain it with its program)")
+        self.name, self.family, self.metrics = meta["reward"], meta["family"], meta["metrics"]
+        if about["tune"] != "head":
+            self.model: Scorer = LMReward(self.name, ValueModel(folder), self.metrics, about["steps"])
+        else:
+            backend = load_backend(ModelSpec(name=about["model"])) if about["features"] == "hidden" else None
+            self.model = HeadReward(self.name, Features(about["features"], backend), load_head(folder), self.metrics,
+                                    about["steps"])
+
+    def score(self, queries: Sequence[str], candidates: Sequence[str]) -> list[float]:
+        """r(x, y) of each (query, candidate) pair."""
+        if len(queries) != len(candidates):
+            raise UserError(f"score() got {len(queries)} queries but {len(candidates)} candidates")
+        return [float(r) for r in self.model.rewards(list(queries), list(candidates))]

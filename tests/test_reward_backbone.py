@@ -1,0 +1,90 @@
+"""LM-backbone rewards on a tiny random model: every trained family fits with the LM backbone,
+saves a model plain transformers (and peft) loads, scores exactly as aldsl does, is reused while
+its data is unchanged, and never reads the dev or test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aldsl
+from aldsl.rewards import RewardItem
+from aldsl.rewards.backbone import MODEL_FILE, encode
+from aldsl.store.data import read_counts, reset_read_counts
+from test_rewards import fit, new_session, program
+
+LM = {
+    "orm": "outcome(d.train, samples = 3, tune = top, layers = 1, epochs = 2, lr = 1e-3)",
+    "orm_tokens": "outcome(d.train, samples = 3, tune = top, layers = 1, value = tokens, epochs = 2, lr = 1e-3)",
+    "prm": "process(d.train, samples = 2, rollouts = 2, tune = top, layers = 1, epochs = 2, lr = 1e-3)",
+    "irl": "discriminator(d.train, samples = 2, tune = top, layers = 2, epochs = 2, lr = 1e-3)",
+    "bt": "bradley_terry(d.train, annotator = acc, samples = 3, margin = 0.5, tune = top, layers = 1, epochs = 2)",
+    "bt_lora": "bradley_terry(d.train, tune = lora, epochs = 2, lr = 1e-3)",
+    "orm_full": "outcome(d.train, samples = 2, tune = full, epochs = 1, lr = 1e-4)",
+}
+CANDIDATES = ["14 + 2 = 16.\nThe answer is 16.", "The answer is 17.", "thinking about it\n\nanswer: 16", "16"]
+
+
+def plain_scores(folder: Path, texts: list[tuple[str, str]], steps: bool) -> list[float]:
+    """What a user gets from the artifact with transformers (and peft) alone."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    info = json.loads((folder / MODEL_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    dtype = torch.bfloat16 if info["dtype"] == "bfloat16" else torch.float32
+    if info["adapter"]:
+        from peft import PeftModel
+
+        base = AutoModelForTokenClassification.from_pretrained(info["base"], num_labels=1, dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=dtype)
+    out = []
+    for x, c in texts:
+        e = encode(tokenizer, x, c)
+        with torch.no_grad():
+            values = model.eval()(input_ids=torch.tensor([e.ids])).logits[0, :, 0].double().numpy()
+        out.append(float(values[e.line_ends].min() if steps else values[-1]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(LM))
+def test_each_family_trains_an_lm_reward_that_plain_transformers_loads(tmp_path, tiny_model_dir, isolated_cache, name):
+    session = new_session(tmp_path)
+    path = program(tmp_path, tiny_model_dir, name, settings=LM[name])
+    reset_read_counts()
+    model, graph = fit(path, name, session)
+    assert set(read_counts()) <= {"train"}  # the reward never reads dev or test
+    batch = [RewardItem("Tom has 7 apples and buys 9 more. How many now?", c) for c in CANDIDATES]
+    ours = [s.score for s in model.score(batch)]
+    assert len(set(np.round(ours, 6))) > 1 and all(np.isfinite(ours))
+    folder = next((session.artifacts.root / "reward").iterdir())
+    steps = name.startswith("prm")
+    theirs = plain_scores(folder, [(i.x, i.candidate) for i in batch], steps)
+    assert np.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    assert aldsl.load_reward(folder).score([i.x for i in batch], CANDIDATES) == pytest.approx(ours, abs=1e-6)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["metrics"] and meta["learner"]["tune"] == LM[name].split("tune = ")[1].split(",")[0]
+
+
+def test_an_lm_reward_is_reused_while_its_data_is_unchanged(tmp_path, tiny_model_dir, isolated_cache, monkeypatch):
+    from aldsl.rewards import backbone
+
+    path = program(tmp_path, tiny_model_dir, "orm", settings=LM["orm"])
+    first, _ = fit(path, "orm", new_session(tmp_path))
+    monkeypatch.setattr(backbone, "train_value_model", lambda *a, **k: pytest.fail("trained again"))
+    again, _ = fit(path, "orm", new_session(tmp_path))
+    items = [RewardItem("q", c) for c in CANDIDATES]
+    assert [s.score for s in again.score(items)] == [s.score for s in first.score(items)]
+
+
+def test_a_missing_backbone_is_reported_at_its_position(tmp_path, tiny_model_dir):
+    from aldsl.language.diagnostics import AlpError
+
+    path = program(tmp_path, tiny_model_dir, "orm", settings='outcome(d.train, tune = top, backbone = "no/such/model")')
+    with pytest.raises(AlpError, match="no/such/model"):
+        aldsl.compile(path)
