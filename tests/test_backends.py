@@ -199,8 +199,9 @@ def test_encode_shape_and_padding_invariance(backend):
 
 
 def test_logprobs_match_a_direct_computation(backend):
-    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3], "x"]
-    conts = [" there, friend", " four", " dog", ""]
+    words = [" Yes", "Yes", " no", "No"]  # one-token continuations of one prompt share its forward pass
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3], "x"] + [PROMPTS[1]] * len(words) + [PROMPTS[1]]
+    conts = [" there, friend", " four", " dog", ""] + words + [" Yes, certainly"]
     got = backend.logprobs(prompts, conts)
     tok, model = backend.tokenizer, backend.model
     for prompt, cont, value in zip(prompts, conts, got):

@@ -148,3 +148,19 @@ def test_default_cache_file_lives_in_the_cache_dir(isolated_cache):
     assert default_cache_path() == cache_dir() / "generations.sqlite"
     assert cache_dir() == isolated_cache and isolated_cache.is_dir()
     assert GenerationCache().path == isolated_cache / "generations.sqlite"
+
+
+def test_logprobs_are_cached_and_scored_once(tiny, cache):
+    class Counting:
+        def __init__(self, backend):
+            self.backend, self.identity, self.pairs = backend, backend.identity, 0
+
+        def logprobs(self, prompts, continuations):
+            self.pairs += len(prompts)
+            return self.backend.logprobs(prompts, continuations)
+
+    spy = Counting(tiny)
+    first = CachedBackend(spy, cache).logprobs(["Hi", "Hi"], [" there", " you"])
+    again = CachedBackend(spy, GenerationCache(cache.path)).logprobs(["Hi", "Hey"], [" you", " there"])
+    assert first == tiny.logprobs(["Hi", "Hi"], [" there", " you"]) and again[0] == first[1]
+    assert spy.pairs == 3  # (Hi, you) came from the cache

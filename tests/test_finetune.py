@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,9 @@ from aldsl.store.artifacts import ArtifactWarning
 from aldsl.backends import ModelSpec, load_backend
 from aldsl.compiler.specs import Finetune
 from aldsl.errors import UserError
+from aldsl.ops.prompter import Prompter
 from aldsl.ops.sampling import sample
+from aldsl.rewards import RewardItem
 from aldsl.runtime.session import Session
 
 SCORES = '''
@@ -274,3 +277,34 @@ def test_seeded_batches_cycle_through_every_example():
     flat = [i for b in drawn for i in b]
     assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))  # each epoch is a permutation
     assert drawn == list(batches(5, 3, 5, seed=0)) != list(batches(5, 3, 5, seed=1))
+
+
+def test_dpo_on_preference_fields_raises_the_implicit_reward_of_the_chosen_side(tmp_path, tiny_model_dir, session):
+    records = [{**r, "chosen": r["solution"], "rejected": "I do not know."} for r in rows()]
+    prog = program(tmp_path, tiny_model_dir, "finetune ft = dpo(d.train, steps = 6, lr = 5e-3, batch = 3, beta = 0.5)",
+                   records=records, extra="reward imp = implicit(ft)")
+    from aldsl.compiler.builder import compile_checked
+
+    graph, _ = compile_checked(prog.checked, prog.values, rewards=["imp"])
+    folder = session.checkpoint("finetune:ft", graph)
+    info = meta(folder)
+    assert info["finetune"] == "dpo" and len(info["losses"]) == 6 and info["data"]["pairs"] == 6
+    assert [e["chosen"] for e in examples(folder)] == [r["solution"] for r in records[:6]]
+    implicit = session.reward("reward:imp", graph)
+    train = session.split(graph, spec_of(prog).data)
+    prompts = [p for p, _, _ in Prompter(spec_of(prog).prompter, session, graph,
+                                         session.backend(spec_of(prog).generator, graph)).first_prompts(train)]
+    chosen = implicit.score([RewardItem(r["x"], r["chosen"], r, p) for r, p in zip(train, prompts)])
+    rejected = implicit.score([RewardItem(r["x"], r["rejected"], r, p) for r, p in zip(train, prompts)])
+    assert np.mean([c.score - j.score for c, j in zip(chosen, rejected)]) > 0  # DPO moved pi towards chosen
+
+
+def test_dpo_pairs_ranked_by_a_reward_and_against_demonstrations(tmp_path, tiny_model_dir, session):
+    ranked = program(tmp_path, tiny_model_dir, "finetune ft = dpo(d.train, pairs = ranked, reward = r, samples = 3, "
+                     "steps = 2, batch = 2)", extra='reward r = external(call = "scores.py:length")',
+                     gen="temperature = 0.8, max_tokens = 12")
+    pairs = examples(checkpoint(ranked, session))
+    assert pairs and all(len(p["chosen"]) > len(p["rejected"]) for p in pairs)  # the longest against the shortest
+    spin = program(tmp_path, tiny_model_dir, "finetune ft = dpo(d.train, pairs = demos, steps = 2, batch = 2)")
+    pairs = examples(checkpoint(spin, session))
+    assert [p["chosen"] for p in pairs] == [r["solution"] for r in rows()[:6]] and all(p["rejected"] for p in pairs)

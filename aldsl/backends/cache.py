@@ -75,6 +75,35 @@ class GenerationCache:
         if rows:
             self._run(write)
 
+    def get_scores(self, keys: Iterable[str]) -> dict[str, float]:
+        """Stored log-probabilities among ``keys``."""
+        wanted = list(dict.fromkeys(keys))
+
+        def read(conn: sqlite3.Connection) -> dict[str, float]:
+            found: dict[str, float] = {}
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(f"SELECT key, value FROM logprobs WHERE key IN ({marks})", chunk))
+            return found
+
+        return self._run(read) if wanted else {}
+
+    def put_scores(self, items: dict[str, float]) -> None:
+        """Store log-probabilities (one transaction)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO logprobs VALUES (?, ?)", list(items.items()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        if items:
+            self._run(write)
+
     def __len__(self) -> int:
         return self._run(lambda conn: conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
@@ -115,6 +144,7 @@ class GenerationCache:
                 "(key TEXT PRIMARY KEY, text TEXT NOT NULL, tokens INTEGER NOT NULL, finish TEXT NOT NULL) "
                 "WITHOUT ROWID"
             )
+            conn.execute("CREATE TABLE IF NOT EXISTS logprobs (key TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID")
             conn.execute("SELECT key FROM samples LIMIT 1").fetchall()
         except BaseException:
             conn.close()
@@ -214,8 +244,17 @@ class CachedBackend:
         return self.backend.encode(texts)
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
-        """Passed through to the wrapped backend (not cached)."""
-        return self.backend.logprobs(prompts, continuations)
+        """Cached log-probabilities where present; the misses go to the backend in one call (a critic or
+        judge that scores a candidate again costs nothing)."""
+        keys = [content_hash(self.identity, "logprob", p, c) for p, c in zip(prompts, continuations)]
+        found = self.cache.get_scores(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            values = self.backend.logprobs([prompts[i] for i in missing], [continuations[i] for i in missing])
+            fresh = {keys[i]: v for i, v in zip(missing, values)}
+            self.cache.put_scores(fresh)
+            found.update(fresh)
+        return [found[k] for k in keys]
 
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """Passed through to the wrapped backend."""

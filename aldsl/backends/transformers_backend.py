@@ -347,35 +347,40 @@ class TransformersBackend:
         return features
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
-        """Sum of log p(continuation | prompt) for each pair, batched."""
+        """Sum of log p(continuation | prompt) for each pair, batched. Pairs whose continuation is one
+        token share one forward pass of their prompt (an LLM judge asks for several yes/no words of
+        each prompt: one pass instead of one per word)."""
         if len(prompts) != len(continuations):
             raise BackendError(f"logprobs got {len(prompts)} prompts but {len(continuations)} continuations")
         heads = self._tokenize(list(prompts))
         tails = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        jobs: dict[tuple[int, ...], list[int]] = {}  # sequence -> the pairs it scores
+        for i in range(len(prompts)):
+            if tails[i]:
+                jobs.setdefault(tuple(heads[i] + (tails[i] if len(tails[i]) > 1 else [])), []).append(i)
+        sequences = list(jobs)
         totals = [0.0] * len(prompts)
         lm_head = self.model.get_output_embeddings()
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        for chunk in self._chunks([len(heads[i]) + len(tails[i]) for i in range(len(prompts))]):
-            chunk = [i for i in chunk if tails[i]]
-            if not chunk:
-                continue
-            input_ids, mask = self._right_pad([heads[i] + tails[i] for i in chunk])
-            rows, cols, targets = [], [], []
-            for r, i in enumerate(chunk):
-                start = len(heads[i])
-                rows += [r] * len(tails[i])
-                cols += range(start - 1, start - 1 + len(tails[i]))
-                targets += tails[i]
+        for chunk in self._chunks([len(seq) for seq in sequences]):
+            input_ids, mask = self._right_pad([list(sequences[j]) for j in chunk])
+            rows, cols, targets, owners = [], [], [], []
+            for r, j in enumerate(chunk):
+                for i in jobs[sequences[j]]:
+                    start = len(heads[i])
+                    rows += [r] * len(tails[i])
+                    cols += range(start - 1, start - 1 + len(tails[i]))
+                    targets += tails[i]
+                    owners += [i] * len(tails[i])
             row_index, col_index, target_ids = (torch.tensor(v, device=self.device) for v in (rows, cols, targets))
             with torch.inference_mode():
                 hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
                 logits = lm_head(hidden[row_index, col_index]).float()
                 if softcap:
                     logits = torch.tanh(logits / softcap) * softcap
-                picked = logits.log_softmax(-1).gather(-1, target_ids[:, None]).squeeze(-1)
-                sums = torch.zeros(len(chunk), device=self.device).index_add_(0, row_index, picked)
-            for r, i in enumerate(chunk):
-                totals[i] = float(sums[r])
+                picked = logits.log_softmax(-1).gather(-1, target_ids[:, None]).squeeze(-1).tolist()
+            for i, value in zip(owners, picked):
+                totals[i] += value
         return totals
 
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:

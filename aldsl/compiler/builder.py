@@ -163,6 +163,8 @@ class _Builder:
             typed["annotator"] = self.evaluator(p.pop("annotator").name, self.defaults, users)
         if kind == "external":
             p["base_dir"] = str(self.checked.base_dir)
+        if kind == "implicit":
+            p["finetune"] = f"finetune:{p.pop('finetune').name}"
         if "data" in p:
             typed["data"] = self.split(p.pop("data"))
         spec = specs.Reward(name, kind, _plain(p), **typed)

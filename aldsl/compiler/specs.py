@@ -16,6 +16,7 @@ from typing import Any, Mapping, Union
 
 from aldsl.backends.base import Decoding
 from aldsl.errors import UserError
+from aldsl.language.schema import BY_KIND
 from aldsl.store.data import DataSpec
 
 
@@ -117,6 +118,7 @@ class Demos:
 
 
 CONTINUE = "continue"
+FINETUNE_KINDS = tuple(BY_KIND["finetune"])
 
 
 @dataclass(frozen=True)
@@ -356,8 +358,8 @@ class Finetune(_Settings):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", _frozen(self.settings))
-        if self.kind not in ("sft", "rejection", "iterative"):
-            raise SpecError(f"finetune {self.name!r}: unknown kind {self.kind!r} (sft, rejection, iterative)")
+        if self.kind not in FINETUNE_KINDS:
+            raise SpecError(f"finetune {self.name!r}: unknown kind {self.kind!r} ({', '.join(FINETUNE_KINDS)})")
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "Finetune":

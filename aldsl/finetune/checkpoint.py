@@ -28,7 +28,9 @@ from aldsl.backends.transformers_backend import pick_device
 from aldsl.compiler.specs import Finetune, ModelGenerator, Reward, SplitRef, unnamed
 from aldsl.errors import UserError
 from aldsl.evaluators import evaluate
-from aldsl.finetune.training import Example, Settings, free_memory, load_trainable, save, train
+from aldsl.backends.base import Completion
+from aldsl.finetune.training import (Example, Preference, Settings, free_memory, load_trainable, save, train,
+                                     train_preferences)
 from aldsl.ops.answers import extract
 from aldsl.ops.prompter import Prompter
 from aldsl.rewards import RewardItem, RewardModel
@@ -53,6 +55,9 @@ def ensure_checkpoint(spec: Finetune, session: Session, graph: ProgramGraph) -> 
     if found is not None:
         return found
     records = training_records(spec, session, graph)
+    if spec.kind == "dpo":
+        pairs, info = preference_pairs(spec, session, graph, records)
+        return _train_and_save(spec, session, graph, key, pairs, None, info)
     if spec.kind == "sft":
         examples, info = sft_examples(spec, session, graph, records), {}
     else:
@@ -90,14 +95,12 @@ def sft_examples(spec: Finetune, session: Session, graph: ProgramGraph,
     return examples
 
 
-def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, generator: ModelGenerator,
-                       reward: RewardModel | None, records: Sequence[dict[str, Any]]
-                       ) -> tuple[list[Example], dict[str, Any]]:
-    """Sample ``spec["samples"]`` answers per record from ``generator``, keep the best per record.
-
-    With a reward model the top-scored sample is kept; without one, the best sample the golden
-    evaluator passes (score >= PASS), and records where none passes are skipped.
-    """
+def graded_samples(spec: Finetune, session: Session, graph: ProgramGraph, generator: ModelGenerator,
+                   reward: RewardModel | None, records: Sequence[dict[str, Any]]
+                   ) -> tuple[list[list[tuple[str, Completion, float]]], dict[str, Any]]:
+    """``spec["samples"]`` samples per record from ``generator`` (a greedy one samples at the fallback
+    temperature), each with its prompt and score: the reward's, else the golden evaluator's (empty or
+    unscorable samples score -inf)."""
     n = spec["samples"]
     generator = generator.with_decoding(temperature=generator.decoding.temperature or FALLBACK_TEMPERATURE)
     backend = session.backend(generator, graph)
@@ -110,35 +113,90 @@ def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, ge
     texts = [prefill + c.text for _, _, prefill, c in flat]
     if reward is not None:
         with session.reporter.task(f"{spec.name}: scoring {len(texts)} samples", total=1) as adv:
-            scored = reward.score([RewardItem(str(r["x"]), t, r, p) for (r, p, _, _), t in zip(flat, texts)])
+            scored = reward.score([RewardItem(str(r["x"]), t, r, p[: len(p) - len(prefill)])
+                                   for (r, p, prefill, _), t in zip(flat, texts)])
             adv(1)
         scores = [s.score for s in scored]
     else:
         if spec.evaluator is None or spec.answer is None:
-            raise UserError(f"finetune {spec.name!r}: rejection sampling without a reward needs the golden evaluator")
+            raise UserError(f"finetune {spec.name!r}: ranking samples without a reward needs the golden evaluator")
         answers = [extract(spec.answer.kind, t, spec.answer.arg) for t in texts]
         scores = evaluate(spec.evaluator, answers, [r for r, *_ in flat], session, graph)
-    examples = []
-    for i in range(len(records)):
-        rows = [(float(s) if s is not None and not math.isnan(s) else -math.inf, j)
-                for j, s in enumerate(scores[i * n:(i + 1) * n]) if flat[i * n + j][3].text.strip()]
-        best = max(rows, key=lambda sj: (sj[0], -sj[1]), default=None)
-        if best is None or best[0] == -math.inf or (reward is None and best[0] < PASS):
-            continue
-        _, prompt, _, completion = flat[i * n + best[1]]
-        examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
-    finite = [s for s in scores if s is not None and math.isfinite(s)]
-    info = {"queries": len(records), "samples_per_query": n, "kept": len(examples),
-            "sample_temperature": generator.decoding.temperature,
+    clean = [float(s) if s is not None and math.isfinite(s) and c.text.strip() else -math.inf
+             for s, (_, _, _, c) in zip(scores, flat)]
+    graded = [[(flat[i * n + j][1], flat[i * n + j][3], clean[i * n + j]) for j in range(n)] for i in range(len(records))]
+    finite = [s for s in clean if math.isfinite(s)]
+    info = {"queries": len(records), "samples_per_query": n, "sample_temperature": generator.decoding.temperature,
             "ranked_by": spec.reward or f"evaluator {spec.evaluator.name if spec.evaluator else '?'}",
             "mean_sample_score": round(sum(finite) / len(finite), 4) if finite else None}
     if reward is None:
-        info["pass_rate"] = round(sum(s >= PASS for s in finite) / max(len(scores), 1), 4)
+        info["pass_rate"] = round(sum(s >= PASS for s in finite) / max(len(clean), 1), 4)
+    return graded, info
+
+
+def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, generator: ModelGenerator,
+                       reward: RewardModel | None, records: Sequence[dict[str, Any]]
+                       ) -> tuple[list[Example], dict[str, Any]]:
+    """Sample ``spec["samples"]`` answers per record from ``generator``, keep the best per record.
+
+    With a reward model the top-scored sample is kept; without one, the best sample the golden
+    evaluator passes (score >= PASS), and records where none passes are skipped.
+    """
+    graded, info = graded_samples(spec, session, graph, generator, reward, records)
+    examples = []
+    for rows in graded:
+        prompt, completion, score = max(rows, key=lambda row: row[2])  # the first of the best on a tie
+        if score == -math.inf or (reward is None and score < PASS):
+            continue
+        examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
+    info["kept"] = len(examples)
     if not examples:
-        raise UserError(f"finetune {spec.name!r}: none of the {n} samples per query of {spec.data} "
-                        f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}; raise samples, "
-                        "use a reward, or check the evaluator and answer extraction")
+        raise UserError(f"finetune {spec.name!r}: none of the {spec['samples']} samples per query of {spec.data} "
+                        f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}; "
+                        "raise samples, use a reward, or check the evaluator and answer extraction")
     return examples, info
+
+
+def preference_pairs(spec: Finetune, session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]
+                     ) -> tuple[list[Preference], dict[str, Any]]:
+    """DPO pairs after each record's round-1 prompt: its chosen/rejected fields (``pairs = fields``), the
+    best against the worst of its samples (``ranked``), or its demonstration against the base model's
+    first sample (``demos``, SPIN's self-play)."""
+    mode = spec["pairs"]
+    if mode == "ranked":
+        reward = refit_reward(spec, session, graph, None) if spec.reward else None
+        graded, info = graded_samples(spec, session, graph, spec.generator, reward, records)
+        pairs = []
+        for rows in graded:
+            best, worst = max(rows, key=lambda r: r[2]), min(rows, key=lambda r: r[2])
+            if best[2] > worst[2] and math.isfinite(best[2]):
+                pairs.append(Preference(best[0], best[1].text, worst[1].text))
+    else:
+        backend = session.backend(spec.generator, graph)
+        firsts = Prompter(spec.prompter, session, graph, backend).first_prompts(records)
+        info = {"queries": len(records)}
+        if mode == "fields":
+            for field in (spec["chosen"], spec["rejected"]):
+                if any(r.get(field) is None for r in records):
+                    raise UserError(f"finetune {spec.name!r}: a record of {spec.data} has no field {field!r}; set "
+                                    "chosen/rejected to the fields holding the two responses, or use pairs = ranked")
+            pairs = [Preference(base + prefill, _after_prefill(str(r[spec["chosen"]]), prefill),
+                                _after_prefill(str(r[spec["rejected"]]), prefill))
+                     for r, (base, prefill, _) in zip(records, firsts)]
+        else:
+            demos = [(r, f) for r, f in zip(records, firsts) if str(r.get("demo") or "").strip()]
+            generator = spec.generator.with_decoding(temperature=spec.generator.decoding.temperature
+                                                     or FALLBACK_TEMPERATURE)
+            requests = [GenRequest(base + prefill) for _, (base, prefill, _) in demos]
+            outputs = session.backend(generator, graph).generate(requests, generator.decoding)
+            pairs = [Preference(q.prompt, _after_prefill(str(r["demo"]), prefill), out[0].text)
+                     for (r, (_, prefill, _)), q, out in zip(demos, requests, outputs)
+                     if out[0].text.strip() and out[0].text.strip() != _after_prefill(str(r["demo"]), prefill).strip()]
+    info = {**info, "pairs": len(pairs), "mode": mode}
+    if not pairs:
+        raise UserError(f"finetune {spec.name!r}: no preference pair in {spec.data} (pairs = {mode}); with ranked, "
+                        "raise samples or give a reward that tells the samples apart")
+    return pairs, info
 
 
 # ---------------------------------------------------------------- iterative
@@ -191,17 +249,24 @@ def refit_reward(spec: Finetune, session: Session, graph: ProgramGraph, checkpoi
 
 # ---------------------------------------------------------------- training and storage
 def _train_and_save(spec: Finetune, session: Session, graph: ProgramGraph, key: str,
-                    examples: list[Example], start: Path | None, info: dict[str, Any]) -> Path:
-    """Train from ``start`` (default: the base weights) on ``examples``, store the result under ``key``."""
+                    examples: Sequence[Example] | Sequence[Preference], start: Path | None, info: dict[str, Any]) -> Path:
+    """Train from ``start`` (default: the base weights) on ``examples`` (SFT) or preference pairs (DPO),
+    store the result under ``key``."""
     gen = spec.generator
     settings = Settings(steps=spec["steps"], lr=spec["lr"], batch=spec["batch"], lora=spec["lora"],
                         lora_rank=spec["lora_rank"], seed=gen.decoding.seed)
     device = pick_device(session.model_spec(gen, graph).device)
     resolved = resolve_model(gen.model)
     model, tokenizer = load_trainable(start or resolved.path, settings, device)
-    label = f"{spec.name}: fine-tuning on {len(examples)} examples" + (" (LoRA)" if settings.lora else "")
+    what = "preference pairs" if spec.kind == "dpo" else "examples"
+    label = f"{spec.name}: fine-tuning on {len(examples)} {what}" + (" (LoRA)" if settings.lora else "")
     with session.reporter.task(label, total=settings.steps) as advance:
-        result = train(model, tokenizer, examples, settings, advance)
+        if spec.kind == "dpo":
+            reference = None if settings.lora else load_trainable(start or resolved.path, replace(settings, lora=False),
+                                                                  device)[0]
+            result = train_preferences(model, tokenizer, examples, settings, spec["beta"], reference, advance)
+        else:
+            result = train(model, tokenizer, examples, settings, advance)
     meta = {"name": spec.name, "finetune": spec.kind, "base": model_identity(resolved), "device": str(device),
             "settings": asdict(settings), **result.summary(), "data": info, "spec": spec.to_json()}
     with session.artifacts.create(KIND, key, meta) as folder:
@@ -216,10 +281,10 @@ def _train_and_save(spec: Finetune, session: Session, graph: ProgramGraph, key: 
     return path
 
 
-def _write_examples(path: Path, examples: Sequence[Example]) -> None:
+def _write_examples(path: Path, examples: Sequence[Example] | Sequence[Preference]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for e in examples:
-            f.write(json.dumps({"prompt": e.prompt, "target": e.target, "eos": e.eos}, ensure_ascii=False) + "\n")
+            f.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
 
 
 def _validate(folder: Path, meta: dict[str, Any]) -> None:

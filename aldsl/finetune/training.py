@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from aldsl.backends.registry import quiet_loading
-from aldsl.backends.torch_utils import lora_targets
+from aldsl.backends.torch_utils import autocast_dtype, lora_targets
 from aldsl.errors import UserError
 
 MAX_TOKENS = 2048  # longest training sequence (prompt + target); longer ones lose their tail
@@ -209,3 +209,56 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class Preference:
+    """One DPO pair: after ``prompt`` (as the executor feeds it), ``chosen`` is preferred to ``rejected``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Preference], settings: Settings,
+                      beta: float, reference: torch.nn.Module | None,
+                      advance: Callable[..., None] = lambda n=1, **fields: None) -> TrainResult:
+    """``settings.steps`` DPO steps (TRL's DPOTrainer, sigmoid loss with ``beta``) on ``pairs`` (in place).
+    ``reference`` is the frozen pi_ref (None with a LoRA model: the base without its adapter)."""
+    import tempfile
+
+    try:
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+    except ImportError:
+        raise UserError("dpo() fine-tuning trains with TRL's DPOTrainer: pip install 'aldsl[dpo]'") from None
+    from transformers import TrainerCallback
+
+    if not pairs:
+        raise UserError("preference fine-tuning has no pair to learn from")
+    losses: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+                advance(1, loss=f"{losses[-1]:.3f}")
+
+    device = next(model.parameters()).device
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = DPOConfig(output_dir=tmp, per_device_train_batch_size=min(settings.batch, len(rows)),
+                         max_steps=settings.steps, learning_rate=settings.lr, beta=beta, max_grad_norm=settings.clip,
+                         seed=settings.seed, data_seed=settings.seed, report_to=[], save_strategy="no",
+                         logging_strategy="steps", logging_steps=1, disable_tqdm=True, use_cpu=device.type != "cuda",
+                         bf16=autocast_dtype(device) == torch.bfloat16, max_length=MAX_TOKENS, optim="adamw_torch",
+                         dataloader_num_workers=0)
+        trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=[Record()])
+        trainer.train()
+    model.eval()
+    chosen_tokens = sum(len(ids) for ids in tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"])
+    return TrainResult(losses, time.perf_counter() - start, len(rows), chosen_tokens,
+                       sum(p.numel() for p in model.parameters() if p.requires_grad))

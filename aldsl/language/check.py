@@ -517,6 +517,12 @@ class Checker:
                 self.error(f"iterative() refits its reward each round; '{r.name}' ({r.ctor}) is not trainable",
                            d.param_pos.get("reward", d.pos), "use outcome, process, discriminator or bradley_terry")
 
+    def _rule_reward_implicit(self, d: CheckedDecl) -> None:
+        f = self.out.get(d.params["finetune"].name)
+        if f is not None and f.ctor != "dpo":
+            self.error(f"implicit() reads the implicit reward of a DPO fine-tuning; '{f.name}' is {f.ctor}",
+                       d.param_pos.get("finetune", d.pos), f"declare it as finetune {f.name} = dpo(...)")
+
     def _rule_reward_binary(self, d: CheckedDecl) -> None:
         if len(d.params["among"]) < 2:
             self.error("binary() chooses between prompts: among needs at least two templates",

@@ -256,6 +256,11 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("generator", t_or(t_ref("generator"), NONE), None, "the generator (default: the flow's)"),
         Param("features", FEATURES, "minilm", "query features: hidden or minilm"),
     ), "R (Binary-RM)"),
+    Constructor("reward", "implicit", "the implicit reward of a DPO fine-tuning: r = beta (log pi(y|x) - log "
+                "pi_ref(y|x)), pi its fine-tuned model and pi_ref the base", (
+        Param("finetune", t_ref("finetune"), doc="a dpo fine-tuning", positional=True, searchable=False),
+        Param("generator", t_or(t_ref("generator"), NONE), None, "pi_ref (default: the flow's, before fine-tuning)"),
+    ), "R (DPO)"),
     Constructor("reward", "critic", "the LLM grades a candidate (self-critic; untrained)", (
         Param("template", t_or(t_ref("template"), NONE), None, "the grading prompt (default: the built-in critic)"),
         Param("generator", t_or(t_ref("generator"), NONE), None, "the critic model (default: the flow's)"),
@@ -307,6 +312,20 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("evaluator", t_or(t_ref("evaluator"), NONE), None, "the golden check (default: the flow's first)"),
         Param("rounds", t_int(1, 100), 2, "alternations"),
         Param("samples", t_int(1, 64), 4, "samples per query and round"),
+    ) + _finetune_common(), "theta"),
+    Constructor("finetune", "dpo", "direct preference optimization (TRL's DPOTrainer, Rafailov et al.): theta from "
+                "preference pairs, with an implicit reward r = beta log pi/pi_ref", (
+        Param("data", SPLIT, doc="training queries (and their preference fields or demonstrations)", positional=True,
+              searchable=False),
+        Param("pairs", t_enum("fields", "ranked", "demos"), "fields", "fields: the records' chosen/rejected fields; "
+              "ranked: the best against the worst of the generator's own samples by `reward` (else the golden "
+              "evaluator); demos: the demonstration against the generator's own sample (self-play, SPIN)"),
+        Param("chosen", STR, "chosen", "pairs = fields: the field of the preferred response", searchable=False),
+        Param("rejected", STR, "rejected", "pairs = fields: the field of the dispreferred response", searchable=False),
+        Param("reward", t_or(t_ref("reward"), NONE), None, "pairs = ranked: what ranks samples"),
+        Param("evaluator", t_or(t_ref("evaluator"), NONE), None, "the golden check (default: the flow's first)"),
+        Param("samples", t_int(1, 64), 4, "pairs = ranked/demos: samples per query"),
+        Param("beta", t_float(0, 100, min_open=True), 0.1, "beta of the DPO loss: how far theta may move from the base"),
     ) + _finetune_common(), "theta"),
     # ---- flow: Eq. 1
     Constructor("flow", "loop", "Eq. 1: T rounds of prompt -> L samples -> reward -> keep, then select and evaluate", (
@@ -370,7 +389,7 @@ REWARD_FAMILIES = tuple(BY_KIND["reward"])
 """Every reward family, in declaration order: the one list (``aldsl.rewards`` has one module per family)."""
 TRAINED_REWARDS = ("bradley_terry", "discriminator", "outcome", "process", "binary")
 """Families fitted on data the program names, with the flow's prompter and answer extraction."""
-MODEL_REWARDS = (*TRAINED_REWARDS, "critic")
+MODEL_REWARDS = (*TRAINED_REWARDS, "critic", "implicit")
 """Families that read a generator (the flow's unless they name one)."""
 GOLDEN_REWARDS = ("discriminator", "outcome", "process", "binary")
 """Trained families whose labels or metrics use the golden evaluator (the flow's first unless named)."""

@@ -8,7 +8,8 @@ from typing import Any, Protocol, Sequence
 
 @dataclass(frozen=True)
 class RewardItem:
-    """One candidate to score: the query text, the candidate (thought) and its record."""
+    """One candidate to score: the query text, the candidate (thought: the prefill and every round's
+    text) and its record; ``prompt`` is the round-1 prompt the candidate continues (without prefill)."""
 
     x: str
     candidate: str

@@ -170,8 +170,7 @@ class Executor:
         model = self.session.reward(spec.reward, self.graph)
         todo = [(trace, i) for trace in self.traces for i in trace.round_candidates(spec.round)
                 if trace.candidates[i].reward is None]
-        items = [RewardItem(trace.x, trace.candidates[i].text, trace.record,
-                            trace.prompts[-1]["prompt"] if trace.prompts else "") for trace, i in todo]
+        items = [RewardItem(trace.x, trace.candidates[i].text, trace.record, trace.base) for trace, i in todo]
         with self.session.reporter.task(f"{node}: scoring {len(items)} candidates", total=1) as advance:
             scored = model.score(items) if items else []
             advance(1)
