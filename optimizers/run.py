@@ -38,6 +38,7 @@ def optimize(compiled: CompiledProgram, *, session: Session | None = None, out_d
     """
     start = time.perf_counter()
     session = session or Session()
+    writable_dir(Path(out_dir), "the --out folder")
     folder = writable_dir(Path(out_dir) / compiled.name, "the output folder (--out)")
     for existing in ("study.db", "optimized.alp", "report.md", "report.json"):
         writable_file(folder / existing, "the earlier result")
