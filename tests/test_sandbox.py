@@ -347,3 +347,10 @@ def test_run_tests_many_scores_each_answer():
                "import os\nos._exit(0)\n"]
     records = [{"tests": "assert inc(1) == 2"}] * 3
     assert run_tests_many(answers, records) == [1.0, 0.0, 0.0]
+
+
+def test_the_documented_example_runs(capsys):
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sandbox.md").read_text()
+    example = extract_python(doc)
+    exec(compile(example, "docs/sandbox.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "True [1, 4, 9] None"
