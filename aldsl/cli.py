@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import traceback
@@ -67,6 +68,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 @command
 def cmd_compile(args: argparse.Namespace) -> int:
+    from aldsl.store.paths import writable_dir
+
+    writable_dir(Path(args.out), "the --out folder")
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
     path = compiled.save(args.out)
@@ -112,11 +116,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
+    from aldsl.isolation.external import failure_tally
+
     session = Session(reporter=Reporter(enabled=not args.quiet), use_cache=not args.no_cache)
+    failure_tally(reset=True)
     result = compiled.run(split=args.split, limit=args.limit, session=session)
     if args.out:
         console.print(f"wrote {result.to_jsonl(args.out)}")
     print_run(result)
+    calls, failed, first = failure_tally()
+    if failed:
+        err_console.print(f"warning: {failed} of {calls} external reward/evaluator calls failed and scored their "
+                          f"on_error value; the first error:\n{first}", markup=False)
     return 0
 
 
@@ -269,12 +280,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; work finished so far is saved (rerun to resume)")
         return 130
-    except Exception as e:  # an aldsl bug: say so, keep the traceback in a file
-        log = Path(tempfile.gettempdir()) / "aldsl-crash.log"
-        log.write_text(traceback.format_exc(), encoding="utf-8")
-        err_console.print(f"internal error: {type(e).__name__}: {e}\nThis is a bug in aldsl; the traceback is in "
-                          f"{log}. Please report it with the program that triggered it.", markup=False)
+    except Exception as e:  # an aldsl bug: say so, keep the traceback in a private file
+        where = _crash_report(traceback.format_exc())
+        err_console.print(f"internal error: {type(e).__name__}: {e}\nThis is a bug in aldsl; {where}. Please "
+                          "report it with the program that triggered it.", markup=False)
         return 1
+
+
+def _crash_report(text: str) -> str:
+    """Write a traceback to a new private file under the cache folder; says where it went."""
+    from aldsl.store.paths import cache_dir, private_file
+
+    try:
+        fd, path = private_file(cache_dir() / "crashes", "crash-", ".log")
+    except OSError:
+        try:  # mkstemp: O_EXCL, mode 0600, safe in a shared temporary folder
+            fd, name = tempfile.mkstemp(prefix="aldsl-crash-", suffix=".log")
+            path = Path(name)
+        except OSError:
+            return "the traceback could not be saved:\n" + text
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return f"the traceback is in {path}"
 
 
 if __name__ == "__main__":

@@ -110,7 +110,10 @@ def load_graph(path: str | Path) -> CompiledProgram:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such graph file; create it with `aldsl compile FILE`")
-    graph = ProgramGraph.from_json(p.read_text(encoding="utf-8"))
+    try:
+        graph = ProgramGraph.from_json(p.read_text(encoding="utf-8"))
+    except (UserError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: {e}") from None
     return CompiledProgram(graph, SearchSpace.from_json(graph.g.graph.get("search_space", [])))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from aldsl.errors import UserError
 from aldsl.program import CompiledProgram
 from aldsl.runtime.session import Session
+from aldsl.store.paths import writable_dir, writable_file
 from optimizers.oirl import run_oirl
 from optimizers.optuna_method import run_optuna
 from optimizers.report import OptimizeResult
@@ -37,7 +38,10 @@ def optimize(compiled: CompiledProgram, *, session: Session | None = None, out_d
     """
     start = time.perf_counter()
     session = session or Session()
-    folder = Path(out_dir) / compiled.name
+    writable_dir(Path(out_dir), "the --out folder")
+    folder = writable_dir(Path(out_dir) / compiled.name, "the output folder (--out)")
+    for existing in ("study.db", "optimized.alp", "report.md", "report.json"):
+        writable_file(folder / existing, "the earlier result")
     settings = Settings.resolve(compiled, folder, trials, storage, study, seed)
     if pinned is None:
         defaults = compiled.search_space.defaults()

@@ -88,16 +88,17 @@ def test_console_script_entry_point(tmp_path):
     assert "the file ends too early" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
 
 
-# ---- property-based: mutated programs never crash the CLI
-VALID = (QUICKSTART.read_text())
-TOKENS = re.findall(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|\w+|\s+|.', VALID)
+# ---- property-based: mutants of every shipped program never crash the CLI
+SHIPPED = sorted((ROOT / "programs").glob("*.alp"))
+TOKENS = {p.name: re.findall(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|\w+|\s+|.', p.read_text())
+          for p in SHIPPED}
 NASTY = ["1e309", "-0", "99999999999999999999999", "in", "log", "{", "}", "[", "]", "(", ")", ",", "=", ".",
          '"', '"""', "\\", "#", "\x00", "é", "🙂", "\u202e", "\ufeff", "none", "true", "in [0, 1]", "in {}", "\n"]
 
 
 @st.composite
 def mutated(draw) -> str:
-    tokens = list(TOKENS)
+    tokens = list(TOKENS[draw(st.sampled_from(sorted(TOKENS)))])
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(tokens) - 1))
         op = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "bytes"]))
@@ -115,7 +116,11 @@ def mutated(draw) -> str:
     return "".join(tokens)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_fuzz_covers_every_shipped_program():
+    assert len(TOKENS) >= 12 and "quickstart.alp" in TOKENS
+
+
+@settings(max_examples=240, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(source=mutated())
 def test_mutated_programs_never_traceback(capsys, tmp_path_factory, source):
     folder = tmp_path_factory.mktemp("fuzz")

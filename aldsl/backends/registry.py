@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,8 +71,7 @@ def resolve_model(name: str) -> ResolvedModel:
             )
         return ResolvedModel(path.name, path.resolve(), fingerprint_dir(path), "directory")
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelNotFound(f"GGUF file {path} does not exist. Check the path.")
+        _check_gguf(path)
         return _from_gguf(path.resolve(), path.stem, "gguf")
     cached = _hf_cache_snapshot(name)
     if cached is not None:
@@ -84,9 +84,25 @@ def check_model(name: str) -> None:
     path = Path(name).expanduser()
     if name in EMBEDDED:
         embedded_gguf(name)
-    elif not ((path.is_dir() and (path / "config.json").is_file()) or (path.suffix == ".gguf" and path.is_file())
-              or _hf_cache_snapshot(name) is not None):
+    elif path.suffix == ".gguf":
+        _check_gguf(path)
+    elif not ((path.is_dir() and (path / "config.json").is_file()) or _hf_cache_snapshot(name) is not None):
         resolve_model(name)  # raises the message that fits the name
+
+
+def _check_gguf(path: Path) -> None:
+    """A .gguf path must be a file that starts with the GGUF magic bytes."""
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ModelNotFound(f"GGUF file {path} {what}. Check the path.")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelNotFound(f"GGUF file {path} cannot be read ({exc.strerror}).") from None
+    if magic != b"GGUF":
+        raise ModelNotFound(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes). "
+                            "Point at a real .gguf model file, or at a Hugging Face model folder.")
 
 
 def model_identity(model: ResolvedModel, checkpoint: str | None = None) -> str:
@@ -170,12 +186,34 @@ def _read_json(path: Path) -> dict[str, str]:
 
 def _from_gguf(gguf: Path, name: str, kind: str) -> ResolvedModel:
     target = converted_dir(gguf, name)
-    if not (target / SOURCE_FILE).is_file():
+    source = _intact_conversion(target)
+    if source is None:
         with _file_lock(target.with_name(f".{target.name}.lock")):
-            if not (target / SOURCE_FILE).is_file():
+            source = _intact_conversion(target)
+            if source is None:
+                if target.exists():
+                    log.warning("the converted model in %s is damaged or incomplete; converting %s again",
+                                target, gguf)
+                    shutil.rmtree(target)
                 _convert_gguf(gguf, target)
-    source = json.loads((target / SOURCE_FILE).read_text())
+                source = _intact_conversion(target)
+    if source is None:
+        raise BackendError(f"converting {gguf} into {target} did not produce an intact model; delete "
+                           f"{target} and try again, or check the free disk space there")
     return ResolvedModel(name, target, source["gguf_sha256"], kind)
+
+
+def _intact_conversion(target: Path) -> dict | None:
+    """The conversion record of ``target`` if every file it lists is there with its digest."""
+    try:
+        source = json.loads((target / SOURCE_FILE).read_text())
+        files = source["files"]
+        for file_name, digest in files.items():
+            if file_digest(target / file_name) != digest:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return source
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -193,7 +231,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     with atomic_dir(target) as tmp, quiet_loading():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        source = {"gguf": str(gguf), "gguf_sha256": file_digest(gguf)}
+        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        source = {"gguf": str(gguf), "gguf_sha256": file_digest(gguf), "files": files}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=1))
 
 

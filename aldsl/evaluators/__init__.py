@@ -35,7 +35,7 @@ def evaluate(spec: Evaluator, answers: Sequence[str], records: Sequence[Mapping[
         return yes_probability(session.backend(spec.generator, graph), spec.template, [str(r["x"]) for r in records],
                                answers, records)
     if spec.kind == "code_tests":
-        from aldsl.evaluators.code_tests import run_tests
+        from aldsl.evaluators.code_tests import run_tests_many
 
-        return [run_tests(a, dict(r), spec.params["field"], spec.params["timeout"]) for a, r in zip(answers, records)]
+        return run_tests_many(answers, [dict(r) for r in records], spec.params["field"], spec.params["timeout"])
     return builtin.score(spec.kind, answers, records, spec.params)

@@ -110,10 +110,32 @@ Progress = Callable[[int, int], None]
 
 def run_external(spec: ExternalSpec, items: list[ExternalItem],
                  progress: Progress | None = None) -> list[ExternalResult]:
-    """Score ``items`` with ``spec``; results keep item order. ``progress(done, total)``."""
+    """Score ``items`` with ``spec``; results keep item order. ``progress(done, total)``.
+    Failures are also tallied for :func:`failure_tally` (the CLI's end-of-run warning)."""
     if spec.command is not None:
-        return _run_commands(spec, items, progress)
-    return _run_calls(spec, items, progress)
+        results = _run_commands(spec, items, progress)
+    else:
+        results = _run_calls(spec, items, progress)
+    failed = [r.error for r in results if r.error is not None]
+    with _TALLY_LOCK:
+        _TALLY["calls"] += len(results)
+        _TALLY["failed"] += len(failed)
+        if failed and _TALLY["first"] is None:
+            _TALLY["first"] = f"{spec.describe()}: {failed[0]}"
+    return results
+
+
+_TALLY: dict = {"calls": 0, "failed": 0, "first": None}
+_TALLY_LOCK = threading.Lock()
+
+
+def failure_tally(reset: bool = False) -> tuple[int, int, str | None]:
+    """(external calls made, how many failed, the first error) in this process so far."""
+    with _TALLY_LOCK:
+        out = (_TALLY["calls"], _TALLY["failed"], _TALLY["first"])
+        if reset:
+            _TALLY.update(calls=0, failed=0, first=None)
+    return out
 
 
 def check_external(spec: ExternalSpec) -> None:
@@ -127,6 +149,70 @@ def check_external(spec: ExternalSpec) -> None:
         worker.start()
     finally:
         worker.close()
+
+
+def check_external_static(spec: ExternalSpec) -> None:
+    """Like :func:`check_external` but without running any user code: the command is an
+    executable; the module or file exists and (when it is Python source) binds the function."""
+    if spec.command is not None:
+        _command_argv(spec)
+        return
+    target, name = _split_call(spec)
+    base = Path(spec.base_dir).resolve()
+    if target.endswith(".py") or os.sep in target:
+        source: Path | None = base / target
+    else:
+        source = _module_source(target, [str(base), *sys.path])
+        if source is None:
+            raise ExternalError(f"{spec.describe()}: no module named {target!r} (looked in the "
+                                "program's folder and the Python path); check the spelling or install it")
+    if source is not None and source.suffix == ".py" and not _binds(source, name):
+        raise ExternalError(f"{spec.describe()}: {source} defines no {name!r}; define "
+                            f"def {name}(x, candidate, record) there")
+
+
+def _module_source(dotted: str, path: list[str]) -> Path | None:
+    """The file of module ``dotted`` found with the path finder alone (no package is imported);
+    a Path("") when the module exists but has no source file to read."""
+    from importlib.machinery import PathFinder
+
+    search: list[str] | None = path
+    found = None
+    for part in dotted.split("."):
+        if search is None:
+            return None
+        try:
+            found = PathFinder.find_spec(part, search)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            if dotted in sys.builtin_module_names or dotted in sys.modules:
+                return Path("")
+            return None
+        search = list(found.submodule_search_locations or []) or None
+    return Path(found.origin) if found and found.origin and found.has_location else Path("")
+
+
+def _binds(source: Path, name: str) -> bool:
+    """True if the Python file binds ``name`` at top level (or might: ``import *``, ``__getattr__``)."""
+    import ast
+
+    try:
+        tree = ast.parse(source.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return True  # loading it will report the real problem
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+                node.name in (name, "__getattr__"):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                (a.asname or a.name.split(".")[0]) in (name, "*") for a in node.names):
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t)):
+                return True
+    return False
 
 
 def parse_reward(value: object) -> tuple[float, str | None]:

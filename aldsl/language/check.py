@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from aldsl.language import ast
 from aldsl.language.diagnostics import AlpError, Diagnostic
 from aldsl.language.schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
 from aldsl.language.templates import BUILTIN as BUILTIN_TEMPLATES
+from aldsl.language.templates import slots
 from aldsl.language.text import alp_text
 
 HELD_OUT = "test"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -431,10 +434,10 @@ class Checker:
             self._check_splits(d)
         self._check_flow(self.out[flows[0].name])
         for d in self.out.values():
-            for rule_name in (f"_rule_{d.kind}", f"_rule_{d.kind}_{d.ctor}"):
-                rule = getattr(self, rule_name, None)
-                if rule:
-                    rule(d)
+            prefixes = (f"_rule_{d.kind}", f"_rule_{d.kind}_{d.ctor}")
+            for rule_name in sorted(n for n in dir(self) if n == prefixes[0] or n == prefixes[1]
+                                    or n.startswith(prefixes[1] + "_")):
+                getattr(self, rule_name)(d)
         used = self._used_names()
         for d in prog.decls:
             if d.name not in used and d.kind not in ("flow", "optimize"):
@@ -495,11 +498,90 @@ class Checker:
     def _rule_generator_model(self, d: CheckedDecl) -> None:
         self._check_model(d, "name")
 
+    def _rule_generator_model_device(self, d: CheckedDecl) -> None:
+        device = d.params["device"]
+        if not _DEVICE.fullmatch(device):
+            self.error(f"generator '{d.name}': device {device!r} is not one of auto, cpu, cuda, cuda:N, mps",
+                       d.param_pos.get("device", d.pos), 'e.g. device = "cuda:0", or leave it out (auto)')
+
+    def _rule_generator_model_stop(self, d: CheckedDecl) -> None:
+        if any(s == "" for s in d.params["stop"]):
+            self.error(f"generator '{d.name}': an empty stop string would stop before the first token",
+                       d.param_pos.get("stop", d.pos), 'remove "" from stop')
+
+    def _rule_data(self, d: CheckedDecl) -> None:
+        path = Path(d.params["path"])
+        if d.ctor in ("jsonl", "csv") and path.is_dir():
+            self.error(f"data '{d.name}': {path} is a folder, {d.ctor}() reads one file",
+                       d.param_pos.get("path", d.pos), "name the file inside it, or use hf_disk() for a "
+                       "dataset saved with save_to_disk")
+        elif d.ctor == "hf_disk" and path.is_file():
+            self.error(f"data '{d.name}': {path} is a file, hf_disk() reads the folder save_to_disk wrote",
+                       d.param_pos.get("path", d.pos), "use jsonl() or csv() for a single file")
+
+    def _rule_flow_loop_answer(self, d: CheckedDecl) -> None:
+        for answer in options_of(d.params["answer"]):
+            if isinstance(answer, Nested) and answer.ctor == "regex":
+                self._regex(answer.params["pattern"], answer.pos, "answer = regex(...)")
+            elif isinstance(answer, Nested) and answer.ctor == "choice" and not answer.params["options"]:
+                self.error("answer = choice([]) has no options", answer.pos, 'list them, e.g. choice(["yes", "no"])')
+
+    def _rule_evaluator_regex(self, d: CheckedDecl) -> None:
+        self._regex(d.params["pattern"], d.param_pos.get("pattern", d.pos), f"evaluator '{d.name}'")
+
+    def _regex(self, pattern: str, pos: ast.Pos | None, where: str) -> None:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            self.error(f"{where}: invalid regular expression {pattern!r}: {e}", pos,
+                       "escape special characters with a backslash, e.g. \\[ for a literal [")
+
+    def _rule_template(self, d: CheckedDecl) -> None:
+        """Slots every template may use; record fields are known only when the data is readable."""
+        fields = self._record_fields()
+        if fields is None:
+            return
+        allowed = fields | {"x", "demos", "history", "candidate", "demo", "y", "id"}
+        for key in ("body", "demo", "system", "prefill"):
+            text = d.params.get(key)
+            for slot in slots(text) if isinstance(text, str) else []:
+                if slot not in allowed:
+                    self.error(f"template '{d.name}': the slot {{{slot}}} is neither a record field nor one of "
+                               "{x}, {demos}, {history}, {candidate}", d.param_pos.get(key, d.pos),
+                               _did_you_mean(slot, sorted(allowed)) or
+                               f"record fields: {', '.join(sorted(fields))}")
+
+    def _record_fields(self) -> set[str] | None:
+        """The fields of the first record of every jsonl/csv data source (None if unreadable)."""
+        from aldsl.store.data import first_record_fields
+
+        fields: set[str] = set()
+        for d in self.of_kind("data"):
+            found = first_record_fields(d.ctor, d.params["path"])
+            if found is None:
+                return None
+            fields |= found
+        return fields
+
+    def of_kind(self, kind: str) -> list[CheckedDecl]:
+        return [d for d in self.out.values() if d.kind == kind]
+
     def _rule_reward(self, d: CheckedDecl) -> None:
-        if d.ctor == "external" and (d.params["call"] is None) == (d.params["command"] is None):
-            self.error("external() needs exactly one of call = \"module:function\" or command = \"...\"", d.pos)
         if d.params.get("backbone") is not None:
             self._check_model(d, "backbone")
+        if d.ctor != "external":
+            return
+        if (d.params["call"] is None) == (d.params["command"] is None):
+            self.error("external() needs exactly one of call = \"module:function\" or command = \"...\"", d.pos)
+            return
+        from aldsl.isolation.external import ExternalError, ExternalSpec, check_external_static
+
+        key = "call" if d.params["call"] is not None else "command"
+        try:
+            check_external_static(ExternalSpec(call=d.params["call"], command=d.params["command"],
+                                               base_dir=str(self.base_dir)))
+        except ExternalError as e:
+            self.error(f"{d.kind} '{d.name}': {e}", d.param_pos.get(key, d.pos))
 
     _rule_evaluator = _rule_reward
 

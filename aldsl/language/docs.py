@@ -36,7 +36,9 @@ def reference(kind: str | None = None) -> str:
     """Markdown reference of every constructor (or of one declaration kind)."""
     kinds = [k for k in (*KINDS, "nested") if kind in (None, k)]
     if not kinds:
-        return f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}"
+        from aldsl.errors import UserError
+
+        raise UserError(f"aldsl doc: unknown declaration kind {kind!r}; use one of: {', '.join(KINDS)}")
     parts = []
     for k in kinds:
         title = "values built by nested calls" if k == "nested" else f"`{k}` declarations"

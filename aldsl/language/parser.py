@@ -209,6 +209,7 @@ class _ToAst(Transformer):
 
 def parse(source: str, path: str = "<string>") -> ast.Program:
     """Parse .alp source text into an AST; raises AlpError with positions on bad input."""
+    source = source.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors write
     if "\x00" in source:
         line = source[: source.index("\x00")].count("\n") + 1
         raise AlpError(path, source, [Diagnostic("the file contains a NUL byte; is it a text file?",

@@ -286,7 +286,7 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     Constructor("evaluator", "sentiment", "VADER sentiment of the answer in [0, 1]", (
         Param("target", t_enum("positive", "negative"), "positive", "which sentiment scores 1", searchable=False),
     ), "E"),
-    Constructor("evaluator", "code_tests", "1 if the answer's code passes the record's tests (sandboxed)", (
+    Constructor("evaluator", "code_tests", "1 if the answer's code passes the record's tests (run against the sandboxed code, docs/sandbox.md)", (
         Param("field", STR, "tests", "the record field with Python test code (asserts)", searchable=False),
         Param("timeout", t_float(0, None, min_open=True), 10.0, "seconds", searchable=False),
     ), "E"),

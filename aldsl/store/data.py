@@ -330,3 +330,20 @@ def _split(spec: DataSpec, records: list[dict[str, Any]]) -> dict[str, list[dict
         splits[name] = [records[i] for i in sorted(order[start:end])]
         start = end
     return splits
+
+
+def first_record_fields(kind: str, path: str | Path) -> set[str] | None:
+    """The field names of a jsonl file's first record or a csv file's header, read cheaply (for
+    the checker); None when they cannot be known without loading (hf_disk, unreadable files)."""
+    try:
+        with Path(path).open(encoding="utf-8-sig", newline="") as f:
+            if kind == "csv":
+                return set(next(csv.reader(f), []))
+            if kind == "jsonl":
+                for line in f:
+                    if line.strip():
+                        record = json.loads(line)
+                        return set(map(str, record)) if isinstance(record, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+        return None
+    return None

@@ -12,19 +12,21 @@ is seeded hill climbing over linear policies (random global proposals, then shri
 perturbations, a proposal kept only if it strictly improves the candidate's return); given
 the record's seed everything is deterministic.
 
-This file is also the sandbox harness: ``run(candidate, args)`` is what the sandboxed child
-calls, so the module imports only numpy and gymnasium at the top.
+The environment, the learner and the success measure run here, in the trusted process; only
+``compute_reward`` runs in the sandbox, called for every transition of a rollout in one round
+trip (the reward never changes the trajectory, only what is learned from it). So the
+candidate can influence nothing but the rewards it returns.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import gymnasium
 import numpy as np
+
+from aldsl.isolation.sandbox import (Candidate, CandidateError, extract_python, finite_number,
+                                     run_sandboxed)
 
 ENV_ID = "CartPole-v1"
 MAX_STEPS = 500
@@ -45,7 +47,8 @@ def compute_reward(obs, action, next_obs, terminated):
     return 1.0 - (theta / 0.2095) ** 2 - 0.1 * (x / 2.4) ** 2
 '''
 
-RewardFn = Callable[[np.ndarray, int, np.ndarray, bool], float]
+Transition = tuple[list[float], int, list[float], bool]
+RewardFn = Callable[[Sequence[Transition]], list[float]]
 
 
 def act(theta: np.ndarray, obs: np.ndarray) -> int:
@@ -53,38 +56,47 @@ def act(theta: np.ndarray, obs: np.ndarray) -> int:
     return 1 if float(np.dot(theta[:4], obs * _OBS_SCALE)) + 0.1 * theta[4] > 0 else 0
 
 
-def _reward(fn: RewardFn, obs: np.ndarray, action: int, next_obs: np.ndarray,
-            terminated: bool) -> float:
-    value = fn(obs.copy(), action, next_obs.copy(), terminated)
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"compute_reward must return a finite number, got {value!r} "
-                         f"(obs={[round(float(v), 3) for v in obs]}, action={action}, "
-                         f"terminated={terminated})")
-    return float(value)
+def sandboxed_rewards(candidate: Candidate) -> RewardFn:
+    """The candidate's ``compute_reward`` over many transitions, each checked to be finite."""
+    if candidate.names.get("compute_reward") != "function":
+        raise CandidateError("the code defines no function compute_reward(obs, action, next_obs, "
+                             "terminated)")
+
+    def rewards(transitions: Sequence[Transition]) -> list[float]:
+        values = candidate.map("compute_reward", transitions, arrays=(0, 2))
+        out = []
+        for value, (obs, action, _next, terminated) in zip(values, transitions):
+            out.append(finite_number(value, f"compute_reward (obs={[round(v, 3) for v in obs]}, "
+                                            f"action={action}, terminated={terminated})"))
+        return out
+
+    return rewards
 
 
-def _training_return(env: gymnasium.Env, theta: np.ndarray, fn: RewardFn, seed: int) -> float:
+def _transition(obs: np.ndarray, action: int, next_obs: np.ndarray, terminated: bool) -> Transition:
+    return obs.tolist(), action, next_obs.tolist(), bool(terminated)
+
+
+def _training_return(env: gymnasium.Env, theta: np.ndarray, rewards: RewardFn, seed: int) -> float:
     """The candidate reward summed over MAX_STEPS steps, resetting whenever the pole falls."""
     obs, _ = env.reset(seed=seed)
-    total = 0.0
+    transitions = []
     for _ in range(MAX_STEPS):
         action = act(theta, obs)
         next_obs, _, terminated, _, _ = env.step(action)
-        total += _reward(fn, obs, action, next_obs, bool(terminated))
+        transitions.append(_transition(obs, action, next_obs, terminated))
         obs = env.reset()[0] if terminated else next_obs
-    return total
+    return sum(rewards(transitions))
 
 
-def train(fn: RewardFn, seed: int) -> tuple[np.ndarray, dict]:
+def train(rewards: RewardFn, seed: int) -> tuple[np.ndarray, dict]:
     """Seeded hill climbing over linear policies on the candidate's reward."""
     rng = np.random.default_rng(seed)
     env = gymnasium.make(ENV_ID).unwrapped
     episode_seeds = [int(s) for s in rng.integers(0, _TEST_SEED_BASE, TRAIN_EPISODES)]
 
     def objective(theta: np.ndarray) -> float:
-        return sum(_training_return(env, theta, fn, s) for s in episode_seeds)
+        return sum(_training_return(env, theta, rewards, s) for s in episode_seeds)
 
     best = np.zeros(5)
     best_value = initial_value = objective(best)
@@ -104,38 +116,34 @@ def train(fn: RewardFn, seed: int) -> tuple[np.ndarray, dict]:
     return best, stats
 
 
-def test(theta: np.ndarray, fn: RewardFn, seed: int) -> dict:
+def test(theta: np.ndarray, rewards: RewardFn, seed: int) -> dict:
     """Run the policy on held-out episodes: true success and the candidate's reward statistics."""
     env = gymnasium.make(ENV_ID).unwrapped
     lengths: list[int] = []
-    rewards: list[float] = []
-    final_rewards: list[float] = []
+    transitions: list[Transition] = []
     for episode in range(TEST_EPISODES):
         obs, _ = env.reset(seed=_TEST_SEED_BASE + 1000 * seed + episode)
         for step in range(1, MAX_STEPS + 1):
             action = act(theta, obs)
             next_obs, _, terminated, _, _ = env.step(action)
-            rewards.append(_reward(fn, obs, action, next_obs, bool(terminated)))
+            transitions.append(_transition(obs, action, next_obs, terminated))
             obs = next_obs
             if terminated:
-                final_rewards.append(rewards[-1])
                 break
         lengths.append(step)
+    values = rewards(transitions)
+    final_rewards = [v for v, t in zip(values, transitions) if t[3]]
     return {"success": float(np.mean(lengths)) / MAX_STEPS, "lengths": lengths,
-            "reward_mean": float(np.mean(rewards)), "reward_min": float(np.min(rewards)),
-            "reward_max": float(np.max(rewards)),
+            "reward_mean": float(np.mean(values)), "reward_min": float(np.min(values)),
+            "reward_max": float(np.max(values)),
             "final_reward_mean": float(np.mean(final_rewards)) if final_rewards else None}
 
 
-def run(candidate: object, args: dict) -> dict:
-    """Sandbox harness entry point: train with the candidate's reward and test the policy."""
-    fn = getattr(candidate, "compute_reward", None)
-    if not callable(fn):
-        raise NameError("the code defines no function compute_reward(obs, action, next_obs, "
-                        "terminated)")
-    seed = int(args.get("seed", 0))
-    theta, stats = train(fn, seed)
-    return {**stats, **test(theta, fn, seed), "policy": theta.round(4).tolist()}
+def drive(candidate: Candidate, seed: int) -> dict:
+    """Train with the candidate's reward and test the policy (the trusted side of the sandbox)."""
+    rewards = sandboxed_rewards(candidate)
+    theta, stats = train(rewards, seed)
+    return {**stats, **test(theta, rewards, seed), "policy": theta.round(4).tolist()}
 
 
 def feedback(result: dict) -> str:
@@ -164,13 +172,10 @@ def feedback(result: dict) -> str:
 
 def score(x: str, candidate: str, record: dict) -> dict:
     """External reward: true task success of a policy trained with the candidate's reward."""
-    from aldsl.isolation.sandbox import extract_python, run_sandboxed  # not at the top: this is the harness
-
-    harness = Path(__file__).read_text(encoding="utf-8")
-    result = run_sandboxed(extract_python(candidate, "compute_reward"), harness,
-                           timeout=float(record.get("timeout", SANDBOX_TIMEOUT_S)),
-                           args={"seed": int(record.get("seed", 0))},
-                           preload=("numpy", "gymnasium"))
+    seed = int(record.get("seed", 0))
+    result = run_sandboxed(extract_python(candidate, "compute_reward"),
+                           lambda sandboxed: drive(sandboxed, seed),
+                           timeout=float(record.get("timeout", SANDBOX_TIMEOUT_S)))
     if not result.ok:
         return {"score": 0.0,
                 "feedback": "Executing your reward function failed:\n" + str(result.error)
