@@ -339,3 +339,13 @@ def test_embedded_model_converts_once_and_answers_sensibly():
     answer = backend.generate([GenRequest(prompt)], Decoding(max_tokens=24))[0][0]
     assert "Paris" in answer.text
     assert backend.identity.startswith("smollm2-135m@")
+
+
+def test_engine_seeds_make_a_run_of_samples_one_n_request():
+    from aldsl.backends.base import consecutive_runs
+
+    assert consecutive_runs([0, 1, 2, 5, 6, 9]) == [[0, 1, 2], [5, 6], [9]]
+    d = Decoding(temperature=0.7, seed=3)
+    # member j of an n-request seeded engine_seed(p, a) is seeded seed + j = engine_seed(p, a + j) (vLLM's rule)
+    assert [d.engine_seed("p", 2) + j for j in range(3)] == [d.engine_seed("p", i) for i in (2, 3, 4)]
+    assert d.engine_seed("p", 0) != d.engine_seed("q", 0) != Decoding(temperature=0.7, seed=4).engine_seed("q", 0)
