@@ -188,6 +188,7 @@ def test_a_missing_key_variable_is_one_clear_error(server: Server, tmp_path: Pat
 @pytest.mark.parametrize("inside, after, message", [
     (", finetune = tune", "finetune tune = sft(problems.train)", "cannot be fine-tuned: fine-tuning theta trains local"),
     ("", "reward hid = outcome(problems.train, features = hidden)", "(?s)features = hidden.*use features = minilm"),
+    ("", "reward lm = outcome(problems.train, tune = lora)", "(?s)tune = lora trains an LM reward.*backbone = "),
 ])
 def test_what_needs_local_weights_is_refused_at_its_position(tmp_path: Path, inside: str, after: str,
                                                               message: str):
