@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.aldsl-installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup postgres demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/aldsl optimize programs/quickstart.alp
 
-test: setup
+# tests/test_distributed.py starts a real PostgreSQL server; CI (a fresh machine, as root) installs Debian's.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "tests/test_distributed.py needs PostgreSQL: sudo apt-get install postgresql"; fi
+
+test: setup postgres
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
 

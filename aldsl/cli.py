@@ -158,12 +158,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
     session = Session(reporter=Reporter(enabled=not args.quiet))
     result = optimize(compiled, session=session, out_dir=args.out, trials=args.trials, storage=args.storage,
-                      study=args.study, seed=args.seed, workers=args.workers, search_only=args.search_only,
+                      study=args.study, seed=args.seed, workers=args.workers, worker=args.worker,
                       pinned=pinned)
-    if args.search_only:
+    if args.worker or result.promoted_by:
         done = sum(t["state"] in ("COMPLETE", "PRUNED") for t in result.trials)
         console.print(f"worker: ran {result.ran} trial(s); study {result.study!r} has {done} of {result.budget} "
-                      f"finished ({result.storage})")
+                      f"finished ({result.storage})", markup=False)
+        if result.promoted_by:
+            console.print(f"{result.promoted_by} promotes and reports this study; this process stops here",
+                          markup=False)
         return 0
     print_optimize(result)
     return 0
@@ -250,9 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build", help="output folder (default: build/)")
     p.add_argument("--seed", type=int, help="seed of the sampler and minibatches (default: the program's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter (not searched)")
-    p.add_argument("--workers", type=int, default=1, help="search processes sharing the study (default: 1)")
-    p.add_argument("--search-only", action="store_true",
-                   help="join the study as a worker: run trials until the budget is handed out, no report")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing the study: this one and N-1 --worker children")
+    p.add_argument("--worker", action="store_true",
+                   help="join the study (--storage, --study) as a worker: run trials until the budget is handed "
+                        "out, then exit; one process without --worker promotes and reports (docs/scaling.md)")
+    p.add_argument("--search-only", dest="worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

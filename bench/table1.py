@@ -148,12 +148,14 @@ def fresh_session(folder: Path, reporter: Reporter) -> Session:
                    artifacts=folder / "artifacts")
 
 
-def run_row(row: Row, setting: str, out: Path, reporter: Reporter | None = None) -> Outcome:
-    """Run one row in the ``small`` or ``full`` setting with its outputs under ``out``."""
+def run_row(row: Row, setting: str, out: Path, reporter: Reporter | None = None,
+            extra: dict[str, Any] | None = None) -> Outcome:
+    """Run one row in the ``small`` or ``full`` setting with its outputs under ``out``; ``extra``: more
+    ``--set`` values (e.g. the generator on a server: ``g.backend``, ``g.base_url``, ``g.name``)."""
     from optimizers.run import optimize
 
     reporter = reporter or Reporter(enabled=False)
-    sets = row.small if setting == "small" else row.full
+    sets = {**(row.small if setting == "small" else row.full), **(extra or {})}
     path = ROOT / "programs" / row.program
     session = fresh_session(out / f"row{row.number:02d}", reporter)
     start = time.perf_counter()

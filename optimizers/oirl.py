@@ -36,8 +36,8 @@ OPTIMIZED = "optimized"
 
 def run_oirl(job: Job) -> OptimizeResult:
     """Fit the binary reward, compare the prompts on dev, write the per-query program, report on test."""
-    if job.workers > 1 or job.search_only:
-        raise UserError("oirl has no trials to share between workers; run it without --workers/--search-only")
+    if job.workers > 1 or job.worker:
+        raise UserError("oirl has no trials to share between workers; run it without --workers/--worker")
     compiled, s, session, folder, pinned = job.compiled, job.settings, job.session, job.folder, job.pinned
     checked = compiled.checked
     if checked is None:

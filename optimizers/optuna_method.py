@@ -27,7 +27,7 @@ from aldsl.errors import UserError
 from aldsl.runtime.executor import Executor
 from aldsl.store.data import forbid_splits
 from aldsl.store.hashing import content_hash
-from optimizers import search
+from optimizers import claim, search
 from optimizers.evaluation import Evaluation, evaluate, seeded_subset
 from optimizers.output import recording_session, ship_artifacts, write_optimized
 from optimizers.report import OptimizeResult, Row, paired_difference, write_report
@@ -46,7 +46,7 @@ class OptunaSearch:
 
     def __init__(self, job: Job):
         self.compiled, self.s, self.session, self.folder = job.compiled, job.settings, job.session, job.folder
-        self.pinned, self.workers, self.search_only = job.pinned, job.workers, job.search_only
+        self.pinned, self.workers, self.worker = job.pinned, job.workers, job.worker
         self.params = search.searched(self.compiled.search_space, self.pinned)
         self.reporter = self.session.reporter
 
@@ -70,8 +70,9 @@ class OptunaSearch:
         study = search.open_study(s.storage, s.study, ["maximize", "minimize"] if s.cost else ["maximize"],
                                   self._sampler(0, budget), search.make_pruner(s.pruner, budget),
                                   self._fingerprint(minibatch), self.compiled.name)
-        result.study, result.storage, result.budget = s.study, s.storage, budget
+        result.study, result.storage, result.budget = s.study, search.redact(s.storage), budget
         procs: list[subprocess.Popen[bytes]] = []
+        held: claim.Claim | None = None
         try:
             with forbid_splits(s.report), search.optuna_quiet():
                 if not study.get_trials(deepcopy=False) and s.sampler != "grid":
@@ -82,23 +83,33 @@ class OptunaSearch:
                                         f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:
                     result.ran = search.run_budget(
                         study, budget, self._objective(minibatch, advance),
-                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.search_only)
+                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker)
                 self._join(procs, result)
-                if self.search_only:
+                taken = None if self.worker else claim.take(study)
+                if not isinstance(taken, claim.Claim):
                     result.trials = _trial_rows(study, {}, None)
+                    result.promoted_by = taken
                     return result
+                held = taken
                 full, best = self._promote(study, pool, minibatch, result)
                 defaults_dev = self._defaults_on(pool, study, full)
                 written = self._write(best, full[best.number], result)
                 reproduced = self._reproduce(written, pool)
+            result.trials = _trial_rows(study, full, best.number)
+            result.extra["pareto"] = _pareto(study) if s.cost else []
+            self._report_phase(result, defaults_dev, full[best.number], written, reproduced, pool)
+            write_report(result, study, f"{self.compiled.checked.flow.name}.samples" if self.compiled.checked else None)
+            study.set_user_attr("promoted", {"trial": best.number, "values": result.values,
+                                             s.on: full[best.number].mean, "holder": claim.holder_name(),
+                                             "report": str(result.report)})
+            held.release(ok=True)
+            held = None
         finally:
+            if held is not None:
+                held.release(ok=False)
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
-        result.trials = _trial_rows(study, full, best.number)
-        result.extra["pareto"] = _pareto(study) if s.cost else []
-        self._report_phase(result, defaults_dev, full[best.number], written, reproduced, pool)
-        write_report(result, study, f"{self.compiled.checked.flow.name}.samples" if self.compiled.checked else None)
         return result
 
     # ---- pieces
@@ -162,7 +173,7 @@ class OptunaSearch:
         if self.workers <= 1:
             return []
         assert self.compiled.checked is not None
-        cmd = [sys.executable, "-m", "aldsl.cli", "optimize", self.compiled.checked.program.path, "--search-only",
+        cmd = [sys.executable, "-m", "aldsl.cli", "optimize", self.compiled.checked.program.path, "--worker",
                "--quiet", "--storage", self.s.storage, "--study", self.s.study, "--trials", str(budget),
                "--seed", str(self.s.seed), "--out", str(self.folder.parent)]
         for k, v in {**self.compiled.checked.overrides, **self.pinned}.items():

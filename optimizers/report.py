@@ -73,6 +73,7 @@ class OptimizeResult:
     storage: str | None = None
     budget: int = 0
     ran: int = 0
+    promoted_by: str | None = None  # a coordinator that found the promotion claim held: the holder
     trials: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

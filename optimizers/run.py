@@ -28,13 +28,16 @@ METHODS: dict[str, Method] = {"optuna": run_optuna, "oirl": run_oirl}
 
 def optimize(compiled: CompiledProgram, *, session: Session | None = None, out_dir: str | Path = "build",
              trials: int | None = None, storage: str | None = None, study: str | None = None, seed: int | None = None,
-             workers: int = 1, search_only: bool = False, pinned: Mapping[str, Any] | None = None) -> OptimizeResult:
+             workers: int = 1, worker: bool = False, pinned: Mapping[str, Any] | None = None) -> OptimizeResult:
     """Optimize ``compiled`` as its optimize declaration says; write ``OUT/<program>/``.
 
     ``pinned``: search values fixed by the user (``--set``), left out of the search (default: every
     value of ``compiled`` that differs from its declared default). ``workers`` > 1 starts that many
-    minus one extra search processes on the same study; ``search_only`` runs trials until the
-    budget is handed out and returns (a worker: no promotion, no report).
+    minus one extra worker processes on the same study. ``worker``: only run trials, until the
+    budget is handed out, and return (no promotion, no report). Otherwise this process is a
+    coordinator: it runs trials too, waits for the last one, and then promotes and reports if it
+    takes the study's promotion claim (see ``optimizers.claim``); a coordinator that finds the claim
+    held returns with ``result.promoted_by`` naming the holder.
     """
     start = time.perf_counter()
     session = session or Session()
@@ -50,6 +53,6 @@ def optimize(compiled: CompiledProgram, *, session: Session | None = None, out_d
         raise UserError(f"--workers must be at least 1, got {workers}")
     if settings.method not in METHODS:
         raise UserError(f"unknown optimize method {settings.method!r}; the methods are: {', '.join(METHODS)}")
-    result = METHODS[settings.method](Job(compiled, settings, session, folder, dict(pinned), workers, search_only))
+    result = METHODS[settings.method](Job(compiled, settings, session, folder, dict(pinned), workers, worker))
     result.seconds = time.perf_counter() - start
     return result

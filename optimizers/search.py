@@ -1,6 +1,7 @@
 """The Optuna side of ``aldsl optimize``: samplers, pruners, persistent studies and the trial budget.
 
-A study lives in any Optuna RDB storage (SQLite under the build folder by default). The budget is
+A study lives in an Optuna storage: SQLite under the build folder by default, PostgreSQL or MySQL
+for several machines, or a journal file on a shared file system (see :func:`storage_of`). The budget is
 counted in the storage, not in the process: finished trials (complete or pruned) count across
 restarts and across workers, so a resumed run only runs the missing trials and several workers on
 one study split the budget exactly. A trial left RUNNING by a killed process is failed (at once
@@ -140,19 +141,22 @@ def open_study(url: str, name: str, directions: list[str], sampler: BaseSampler,
     """Open (or create) the study; a storage that cannot be opened, or a study made by a different
     program or with different settings, is a UserError (before any model is loaded)."""
     try:
-        storage = _storage(url)
+        storage = storage_of(url)
+    except UserError:
+        raise
     except Exception as e:
-        raise UserError(f"cannot open the study storage {url!r}: {type(e).__name__}: {_first_line(e)}. "
-                        "Use an Optuna RDB URL such as sqlite:///path/study.db or postgresql://user@host/db "
-                        "(a sqlite file's folder must exist and be writable)") from None
+        raise UserError(f"cannot open the study storage {redact(url)!r}: {type(e).__name__}: "
+                        f"{_first_line(e).replace(url, redact(url))}. "
+                        f"Use one of: {STORAGE_FORMS} (a sqlite or journal file's folder must exist and be "
+                        "writable; a database server must be reachable and the database created)") from None
     try:
         with optuna_quiet():
             study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
                                         pruner=pruner, load_if_exists=True)
     except Exception as e:
-        raise UserError(f"cannot open study {name!r} in {url!r}: {type(e).__name__}: {_first_line(e)}") from None
+        raise UserError(f"cannot open study {name!r} in {redact(url)!r}: {type(e).__name__}: {_first_line(e)}") from None
     if [d.name.lower() for d in study.directions] != directions:
-        raise UserError(f"study {name!r} in {url} optimizes {len(study.directions)} objective(s), but this program "
+        raise UserError(f"study {name!r} in {redact(url)} optimizes {len(study.directions)} objective(s), but this program "
                         f"asks for {len(directions)} (cost = {'true' if len(directions) > 1 else 'false'}); use "
                         "--study NEW_NAME for a new study")
     stored = study.user_attrs.get("fingerprint")
@@ -160,7 +164,7 @@ def open_study(url: str, name: str, directions: list[str], sampler: BaseSampler,
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("program", program)
     elif stored != fingerprint:
-        raise UserError(f"study {name!r} in {url} holds trials of a different program or different search "
+        raise UserError(f"study {name!r} in {redact(url)} holds trials of a different program or different search "
                         f"settings (it was made by {study.user_attrs.get('program', '?')!r}; the program text, "
                         "--set values, objective, split, minibatch, seed, sampler, pruner or cost "
                         "changed since). Its trials would not be comparable: use --study NEW_NAME, or delete "
@@ -168,23 +172,58 @@ def open_study(url: str, name: str, directions: list[str], sampler: BaseSampler,
     return study
 
 
-def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """The RDB storage; workers creating one new database at once race on its tables, so retry that."""
-    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+STORAGE_FORMS = ("sqlite:///path/study.db, postgresql://user:password@host:5432/db, "
+                 "mysql://user:password@host:3306/db, journal:///absolute/path/study.log")
+DRIVERS = {"postgresql": ("postgresql+psycopg", "psycopg", "postgres"), "postgres": ("postgresql+psycopg", "psycopg", "postgres"),
+           "mysql": ("mysql+pymysql", "pymysql", "mysql")}
+"""URL scheme -> (SQLAlchemy dialect+driver, the driver's module, the aldsl extra that installs it)."""
+
+
+def storage_of(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The Optuna storage of a URL: an RDB (sqlite, postgresql, mysql; heartbeats fail the trials of
+    dead workers) or ``journal:///path`` (Optuna's JournalStorage on a file, for shared file systems
+    without a database server; a relative path after ``journal:`` is taken from the working folder)."""
+    scheme, sep, rest = url.partition("://")
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url[len("journal:"):].removeprefix("//")
+        if not path:
+            raise UserError(f"storage {url!r} names no file; write journal:///absolute/path/study.log")
+        with optuna_quiet():
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if scheme in DRIVERS and sep:
+        dialect, module, extra = DRIVERS[scheme]
+        try:
+            __import__(module)
+        except ImportError:
+            raise UserError(f"storage {url.split('@')[-1]!r} needs the {module} driver: pip install "
+                            f"'aldsl[{extra}]'") from None
+        url = f"{dialect}://{rest}"
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
     def connect() -> optuna.storages.RDBStorage:
         with optuna_quiet():
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
 
-    for attempt in range(attempts - 1):
+    for attempt in range(attempts - 1):  # workers creating one new database at once race on its tables
         try:
             return connect()
         except Exception as e:
-            if not any(w in str(e) for w in ("already exists", "locked", "UNIQUE")):
+            if not any(w in str(e) for w in ("already exists", "locked", "UNIQUE", "duplicate key")):
                 raise
             time.sleep(0.5 * (attempt + 1))
     return connect()
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages, reports and logs)."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in auth):
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -223,14 +262,15 @@ def fail_dead_trials(study: optuna.Study) -> int:
         # trial with no name and maybe no heartbeat, which the storage would never call stale.
         orphan = not worker and t.datetime_start is not None and \
             (datetime.now() - t.datetime_start).total_seconds() > GRACE_S
-        if orphan or (w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))):
+        if orphan or (w_host == host and pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid))):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             count += 1
     optuna.storages.fail_stale_trials(study)
     return count
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` on this machine is running (not gone, not a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

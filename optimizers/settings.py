@@ -11,6 +11,7 @@ from aldsl.errors import UserError
 from aldsl.language.schema import BY_KIND
 from aldsl.program import CompiledProgram
 from aldsl.runtime.session import Session
+from optimizers.search import redact
 
 OPTUNA_DEFAULTS = {p.name: p.default for p in BY_KIND["optimize"]["optuna"].params}
 
@@ -68,14 +69,14 @@ class Settings:
                         study=study or setting("study") or compiled.name, reward=spec.get("reward"))
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "storage": redact(self.storage)}
 
 
 @dataclass
 class Job:
     """What a method gets: the program, its settings, the session, the output folder, the values the
-    user pinned (``--set``), and how the work is shared (``workers`` processes; ``search_only``: a
-    worker that runs trials and leaves promotion and the report to another process)."""
+    user pinned (``--set``), and how the work is shared (``workers`` processes; ``worker``: a process
+    that runs trials and leaves promotion and the report to a coordinator, see ``optimizers.claim``)."""
 
     compiled: CompiledProgram
     settings: Settings
@@ -83,4 +84,4 @@ class Job:
     folder: Path
     pinned: dict[str, Any]
     workers: int = 1
-    search_only: bool = False
+    worker: bool = False

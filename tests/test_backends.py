@@ -373,3 +373,13 @@ def test_a_damaged_conversion_is_detected_by_digest_and_converted_again(tmp_path
     again = registry.resolve_model(str(gguf))
     assert len(conversions) == 2 and again.path == first.path
     assert registry._intact_conversion(again.path) is not None
+
+
+def test_engine_seeds_make_a_run_of_samples_one_n_request():
+    from aldsl.backends.base import consecutive_runs
+
+    assert consecutive_runs([0, 1, 2, 5, 6, 9]) == [[0, 1, 2], [5, 6], [9]]
+    d = Decoding(temperature=0.7, seed=3)
+    # member j of an n-request seeded engine_seed(p, a) is seeded seed + j = engine_seed(p, a + j) (vLLM's rule)
+    assert [d.engine_seed("p", 2) + j for j in range(3)] == [d.engine_seed("p", i) for i in (2, 3, 4)]
+    assert d.engine_seed("p", 0) != d.engine_seed("q", 0) != Decoding(temperature=0.7, seed=4).engine_seed("q", 0)

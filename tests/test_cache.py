@@ -23,11 +23,13 @@ class Recording:
     def __init__(self, backend) -> None:
         self.backend = backend
         self.identity = backend.identity
+        self.capabilities = backend.capabilities
         self.asked: list[list[GenRequest]] = []
 
-    def generate(self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None):
+    def generate(self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
+                 finished=None):
         self.asked.append(list(requests))
-        return self.backend.generate(requests, decoding, progress)
+        return self.backend.generate(requests, decoding, progress, finished)
 
     def encode(self, texts):
         return self.backend.encode(texts)

@@ -200,7 +200,7 @@ def test_kill_9_loses_no_completed_trial(tmp_path, isolated_cache):
 def test_two_workers_split_one_study(tmp_path, isolated_cache):
     path = toy(tmp_path, trials=6)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    args = [str(path), "--storage", storage, "--study", "shared", "--search-only", "--quiet", "--out",
+    args = [str(path), "--storage", storage, "--study", "shared", "--worker", "--quiet", "--out",
             str(tmp_path / "out")]
     workers = [cli(*args, env={"ALDSL_TEST_SLEEP": "0.2"}) for _ in range(2)]
     for w in workers:
@@ -418,7 +418,7 @@ def test_set_of_an_unsearched_parameter_is_kept_and_fingerprinted(tmp_path, isol
 def test_a_trial_killed_before_it_named_its_worker_is_failed_after_the_grace_period(tmp_path, monkeypatch):
     from optimizers import search
 
-    storage = search._storage(f"sqlite:///{tmp_path / 'study.db'}")
+    storage = search.storage_of(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
     orphan = study.ask()  # RUNNING, no worker attribute, no heartbeat: as after a kill -9 at the wrong moment
     named = study.ask()

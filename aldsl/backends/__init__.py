@@ -9,36 +9,43 @@ from __future__ import annotations
 import threading
 
 from aldsl.backends.base import (
+    BACKENDS,
+    CAPABILITIES,
     Backend,
     BackendError,
     Completion,
     Decoding,
     GenRequest,
+    HiddenStates,
     ModelNotFound,
     ModelSpec,
     OutOfMemory,
     Progress,
+    ServerSpec,
 )
 from aldsl.backends.registry import EMBEDDED, ResolvedModel, resolve_model
 
 __all__ = [
+    "BACKENDS",
+    "CAPABILITIES",
     "EMBEDDED",
     "Backend",
     "BackendError",
     "Completion",
     "Decoding",
     "GenRequest",
+    "HiddenStates",
     "ModelNotFound",
     "ModelSpec",
     "OutOfMemory",
     "Progress",
     "ResolvedModel",
+    "ServerSpec",
     "forget",
     "load_backend",
     "resolve_model",
 ]
 
-BACKENDS = ("transformers", "vllm")
 _loaded: dict[ModelSpec, Backend] = {}
 _lock = threading.Lock()
 
@@ -66,4 +73,8 @@ def _construct(spec: ModelSpec) -> Backend:
         from aldsl.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(spec)
+    if spec.backend == "openai":
+        from aldsl.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec)
     raise BackendError(f"Unknown backend '{spec.backend}'. Choose one of: {', '.join(BACKENDS)}.")

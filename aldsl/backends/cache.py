@@ -17,9 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-import numpy as np
-
-from aldsl.backends.base import Backend, Completion, Decoding, GenRequest, Progress
+from aldsl.backends.base import Backend, Completion, Decoding, Finished, GenRequest, Progress
 from aldsl.store.hashing import content_hash
 from aldsl.store.paths import cache_dir
 
@@ -189,13 +187,16 @@ def cache_key(identity: str, prompt: str, decoding: Decoding, sample: int) -> st
 class CachedBackend:
     """A backend that answers from a :class:`GenerationCache` and generates only the misses.
 
-    Other attributes (``model``, ``tokenizer``, ``device``...) pass through to the wrapped backend.
+    Each generated sample is stored the moment the backend reports it finished, so a run killed
+    mid-batch resumes without redoing it. Other attributes (``model``, ``tokenizer``, ``encode``...)
+    pass through to the wrapped backend.
     """
 
     def __init__(self, backend: Backend, cache: GenerationCache | None = None) -> None:
         self.backend = backend
         self.cache = cache if cache is not None else GenerationCache()
         self.identity = backend.identity
+        self.capabilities = backend.capabilities
         self.hits = 0
         self.misses = 0
         self.generated_tokens = 0
@@ -206,7 +207,8 @@ class CachedBackend:
         return getattr(self.backend, name)
 
     def generate(
-        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
+        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
+        finished: Finished | None = None,
     ) -> list[list[Completion]]:
         """Cached samples where present; the misses, grouped by prompt, go to the backend in one call."""
         keys = [[cache_key(self.identity, r.prompt, decoding, s) for s in r.samples] for r in requests]
@@ -224,24 +226,28 @@ class CachedBackend:
         if progress is not None and complete:
             progress(complete, 0)
         fresh: dict[str, Completion] = {}
+
+        def store(done: Sequence[tuple[str, int, Completion]]) -> None:
+            if not done:
+                return
+            new = {missing[p][s]: c for p, s, c in done if missing[p][s] not in fresh}
+            self.cache.put_many(new)
+            fresh.update(new)
+            self.misses += len(new)
+            self.generated_tokens += sum(c.tokens for c in new.values())
+            if finished is not None:
+                finished(done)
+
         if missing:
             asked = [GenRequest(prompt, tuple(samples)) for prompt, samples in missing.items()]
-            outputs = self.backend.generate(asked, decoding, progress)
-            for request, completions in zip(asked, outputs):
-                for sample, completion in zip(request.samples, completions):
-                    fresh[missing[request.prompt][sample]] = completion
-            self.cache.put_many(fresh)
-            self.misses += len(fresh)
-            self.generated_tokens += sum(c.tokens for c in fresh.values())
+            outputs = self.backend.generate(asked, decoding, progress, store)
+            store([(r.prompt, s, c) for r, cs in zip(asked, outputs) for s, c in zip(r.samples, cs)
+                   if missing[r.prompt][s] not in fresh])  # samples a backend did not report as they finished
         return [[fresh[k] if k in fresh else found[k] for k in row] for row in keys]
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: cache hits, misses (samples generated), generated tokens."""
         return {"hits": self.hits, "misses": self.misses, "generated_tokens": self.generated_tokens}
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Passed through to the wrapped backend (not cached)."""
-        return self.backend.encode(texts)
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Cached log-probabilities where present; the misses go to the backend in one call (a critic or

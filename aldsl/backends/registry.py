@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from aldsl.backends.base import ModelNotFound
+from aldsl.backends.base import BackendError, ModelNotFound
 from aldsl.store.hashing import content_hash
 from aldsl.store.paths import atomic_dir, cache_dir
 

@@ -19,9 +19,12 @@ import numpy as np
 import torch
 
 from aldsl.backends.base import (
+    CAPABILITIES,
+    Arrivals,
     BackendError,
     Completion,
     Decoding,
+    Finished,
     GenRequest,
     ModelNotFound,
     ModelSpec,
@@ -131,6 +134,8 @@ def _is_oom(error: BaseException) -> bool:
 class TransformersBackend:
     """A causal LM from transformers, on CUDA when present (bf16) else CPU (fp32)."""
 
+    capabilities = CAPABILITIES["transformers"]
+
     def __init__(self, spec: ModelSpec) -> None:
         from transformers import AutoTokenizer
 
@@ -158,34 +163,23 @@ class TransformersBackend:
 
     # ---------------------------------------------------------------- generation
     def generate(
-        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
+        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
+        finished: Finished | None = None,
     ) -> list[list[Completion]]:
         """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
         decoding.check()
-        greedy = decoding.temperature <= 0
-        wanted: dict[str, dict[int, None]] = {}
-        waiting: dict[tuple[str, int], list[int]] = {}
-        pending: list[int] = []
-        for i, request in enumerate(requests):
-            keys = {(request.prompt, 0 if greedy else s) for s in request.samples}
-            pending.append(len(keys))
-            for key in keys:
-                wanted.setdefault(key[0], {})[key[1]] = None
-                waiting.setdefault(key, []).append(i)
-        prompts = list(wanted)
+        arrivals = Arrivals(requests, decoding.greedy)
+        prompts = list(arrivals.wanted)
         ids = self._tokenize(prompts)
-        units = [_Unit(p, t, sorted(wanted[p])) for p, t in zip(prompts, ids)]
-        done: dict[tuple[str, int], Completion] = {}
+        units = [_Unit(p, t, list(arrivals.wanted[p])) for p, t in zip(prompts, ids)]
         for results, n_tokens in self._run_batches(units, decoding):
-            finished = 0
-            for key, completion in results.items():
-                done[key] = completion
-                for i in waiting[key]:
-                    pending[i] -= 1
-                    finished += pending[i] == 0
+            items = [(prompt, sample, c) for (prompt, sample), c in results.items()]
+            complete = arrivals.arrive(items)
+            if finished is not None:
+                finished(items)
             if progress is not None:
-                progress(finished, n_tokens)
-        return [[done[(r.prompt, 0 if greedy else s)] for s in r.samples] for r in requests]
+                progress(complete, n_tokens)
+        return arrivals.results()
 
     def _run_batches(
         self, units: list[_Unit], decoding: Decoding

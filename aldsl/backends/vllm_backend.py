@@ -1,29 +1,41 @@
 """The vLLM backend (CUDA only): same interface, vLLM's paged batching and prefix caching.
 
-Each sample is its own request with its own seed (derived like the transformers backend's),
-so sample ``i`` never depends on what else was asked; prefix caching makes the L requests
-of one prompt share its prefill.
+The samples asked for a prompt go to vLLM as one request per run of consecutive indices,
+with ``n`` = the run's length and seed ``Decoding.engine_seed(prompt, first)``: vLLM seeds
+member ``j`` of an ``n``-request with ``seed + j``, so sample ``i`` is the same whether asked
+alone or with others, and the ``n`` members share one prefill. Prefix caching also shares the
+prefill between requests with a common prefix (the demonstrations of a few-shot prompt).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-import numpy as np
-
-from aldsl.backends.base import Completion, Decoding, GenRequest, ModelSpec, Progress
+from aldsl.backends.base import (
+    CAPABILITIES,
+    Arrivals,
+    Completion,
+    Decoding,
+    Finished,
+    GenRequest,
+    ModelSpec,
+    Progress,
+    consecutive_runs,
+)
 from aldsl.backends.base import BackendError
 from aldsl.backends.registry import checkpoint_dir, model_identity, resolve_model
 from aldsl.backends.chat import format_chat
 
-INSTALL_HINT = "pip install 'aldsl[vllm]'  (needs a CUDA GPU)"
-REQUESTS_PER_CALL = 4096  # sample requests per vLLM call; progress is reported after each
+INSTALL_HINT = "pip install 'aldsl[vllm]'  (needs a CUDA GPU; see docs/scaling.md)"
+SAMPLES_PER_CALL = 4096  # samples per vLLM call; progress is reported and samples cached after each
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
 
 
 class VLLMBackend:
     """A model served in-process by ``vllm.LLM``."""
+
+    capabilities = CAPABILITIES["vllm"]
 
     def __init__(self, spec: ModelSpec) -> None:
         try:
@@ -54,42 +66,34 @@ class VLLMBackend:
         self._vllm = vllm
 
     def generate(
-        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None
+        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
+        finished: Finished | None = None,
     ) -> list[list[Completion]]:
         """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
         decoding.check()
-        greedy = decoding.temperature <= 0
-        keys = list(dict.fromkeys((r.prompt, 0 if greedy else s) for r in requests for s in r.samples))
-        done: dict[tuple[str, int], Completion] = {}
-        reported = 0
-        for start in range(0, len(keys), REQUESTS_PER_CALL):
-            chunk = keys[start : start + REQUESTS_PER_CALL]
-            params = [self._params(decoding, prompt, sample) for prompt, sample in chunk]
+        arrivals = Arrivals(requests, decoding.greedy)
+        runs = [(prompt, run) for prompt, samples in arrivals.wanted.items() for run in consecutive_runs(samples)]
+        for chunk in _chunks(runs, SAMPLES_PER_CALL):
+            params = [self._params(decoding, prompt, run) for prompt, run in chunk]
             outputs = self.llm.generate([p for p, _ in chunk], params, use_tqdm=False, lora_request=self._lora)
-            for key, output in zip(chunk, outputs):
-                done[key] = _completion(output.outputs[0])
+            fresh = [(prompt, i, _completion(o)) for (prompt, run), out in zip(chunk, outputs)
+                     for i, o in zip(run, sorted(out.outputs, key=lambda o: o.index))]
+            complete = arrivals.arrive(fresh)
+            if finished is not None:
+                finished(fresh)
             if progress is not None:
-                finished = sum(all((r.prompt, 0 if greedy else s) in done for s in r.samples) for r in requests)
-                progress(finished - reported, sum(done[k].tokens for k in chunk))
-                reported = finished
-        return [[done[(r.prompt, 0 if greedy else s)] for s in r.samples] for r in requests]
+                progress(complete, sum(c.tokens for _, _, c in fresh))
+        return arrivals.results()
 
-    def _params(self, decoding: Decoding, prompt: str, sample: int) -> Any:
+    def _params(self, decoding: Decoding, prompt: str, run: Sequence[int]) -> Any:
         return self._vllm.SamplingParams(
-            n=1,
+            n=len(run),
             temperature=decoding.temperature,
             top_p=decoding.top_p,
             top_k=decoding.top_k if decoding.top_k > 0 else -1,
             max_tokens=decoding.max_tokens,
             stop=list(decoding.stop) or None,
-            seed=decoding.sample_seed(prompt, sample) % (1 << 63),
-        )
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Not available: vLLM does not expose a causal LM's hidden states."""
-        raise BackendError(
-            "The vllm backend cannot compute hidden-state features (encode). Give the reward model a "
-            'generator with backend = "transformers" (same model name) for its features.'
+            seed=None if decoding.greedy else decoding.engine_seed(prompt, run[0]),
         )
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
@@ -122,3 +126,16 @@ def _completion(output: Any) -> Completion:
     else:
         finish = "stop" if isinstance(output.stop_reason, str) else "eos"
     return Completion(text=output.text, tokens=len(output.token_ids), finish=finish)
+
+def _chunks(runs: list[tuple[str, list[int]]], limit: int) -> Iterator[list[tuple[str, list[int]]]]:
+    """Groups of runs holding at most ``limit`` samples (a longer run is its own group)."""
+    chunk: list[tuple[str, list[int]]] = []
+    size = 0
+    for prompt, run in runs:
+        if chunk and size + len(run) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((prompt, run))
+        size += len(run)
+    if chunk:
+        yield chunk

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from aldsl.backends.base import Decoding
+from aldsl.backends.base import Decoding, ServerSpec
 from aldsl.compiler import specs
 from aldsl.compiler.graph import ProgramGraph
 from aldsl.errors import UserError
 from aldsl.language import templates
 from aldsl.language.check import Checked, Link, Nested, SplitLink
-from aldsl.language.schema import GOLDEN_REWARDS, MODEL_REWARDS, TRAINED_REWARDS
+from aldsl.language.schema import GOLDEN_REWARDS, MODEL_REWARDS, SERVER_PARAMS, TRAINED_REWARDS
 from aldsl.language.space import SearchSpace, concretize, extract, to_json_value
 from aldsl.store.data import DataSpec
 
@@ -64,8 +64,9 @@ class _Builder:
             users.add(finetune)
         decoding = Decoding(temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
                             max_tokens=p["max_tokens"], stop=tuple(p["stop"]), seed=p["seed"])
+        server = ServerSpec(**{k: p[k] for k in SERVER_PARAMS}) if p["backend"] == "openai" else None
         return specs.ModelGenerator(name, p["name"], decoding, p["backend"], p["device"], p["dtype"],
-                                    f"finetune:{finetune}" if finetune else None)
+                                    f"finetune:{finetune}" if finetune else None, server=server)
 
     def prompter(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Prompter:
         p = decls[name]

@@ -10,11 +10,11 @@ resources hash ``unnamed(spec.to_json())``, so a spec's JSON form is its identit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Union
 
-from aldsl.backends.base import Decoding
+from aldsl.backends.base import Decoding, ServerSpec
 from aldsl.errors import UserError
 from aldsl.language.schema import BY_KIND
 from aldsl.store.data import DataSpec
@@ -177,18 +177,22 @@ class ModelGenerator:
     dtype: str = "auto"
     finetune: str | None = None  # the finetune node, ``finetune:NAME``
     checkpoint: str | None = None
+    server: ServerSpec | None = None  # backend = openai: where the model is served
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "ModelGenerator":
+        server = ServerSpec(**d["server"]) if d.get("server") else None
         return ModelGenerator(d["name"], d["model"], Decoding.from_json(_need(d, "decoding", "generator")),
                               d.get("backend", "transformers"), d.get("device", "auto"), d.get("dtype", "auto"),
-                              d.get("finetune"), d.get("checkpoint"))
+                              d.get("finetune"), d.get("checkpoint"), server)
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "model": self.model, "backend": self.backend, "device": self.device,
                "dtype": self.dtype, "finetune": self.finetune, "decoding": self.decoding.to_json()}
         if self.checkpoint is not None:
             out["checkpoint"] = self.checkpoint
+        if self.server is not None:  # only then, so local generators keep their content hashes
+            out["server"] = asdict(self.server)
         return out
 
     def with_decoding(self, **changes: Any) -> "ModelGenerator":

@@ -17,7 +17,7 @@ from typing import Any
 
 from aldsl.language import ast
 from aldsl.language.diagnostics import AlpError, Diagnostic
-from aldsl.language.schema import BY_KIND, TRAINED_REWARDS, Constructor, Param, Type
+from aldsl.language.schema import BY_KIND, SERVER_PARAMS, TRAINED_REWARDS, Constructor, Param, Type
 from aldsl.language.templates import BUILTIN as BUILTIN_TEMPLATES
 from aldsl.language.templates import slots
 from aldsl.language.text import alp_text
@@ -438,6 +438,7 @@ class Checker:
             for rule_name in sorted(n for n in dir(self) if n == prefixes[0] or n == prefixes[1]
                                     or n.startswith(prefixes[1] + "_")):
                 getattr(self, rule_name)(d)
+        self._check_capabilities(self.out[flows[0].name])
         used = self._used_names()
         for d in prog.decls:
             if d.name not in used and d.kind not in ("flow", "optimize"):
@@ -496,6 +497,13 @@ class Checker:
                            "; ".join(line.strip(" -") for line in rest.splitlines()))
 
     def _rule_generator_model(self, d: CheckedDecl) -> None:
+        if d.params["backend"] == "openai":
+            self._check_server(d)
+            return
+        given = [k for k in SERVER_PARAMS if k in d.param_pos]
+        if given:
+            self.error(f"'{given[0]}' of generator '{d.name}' is for backend = openai, not {d.params['backend']}",
+                       d.param_pos[given[0]], "add backend = openai (a model behind a server), or remove it")
         self._check_model(d, "name")
 
     def _rule_generator_model_device(self, d: CheckedDecl) -> None:
@@ -565,6 +573,74 @@ class Checker:
 
     def of_kind(self, kind: str) -> list[CheckedDecl]:
         return [d for d in self.out.values() if d.kind == kind]
+
+    def _check_server(self, d: CheckedDecl) -> None:
+        """backend = openai: a base_url, and an api_key_env that names a variable (not a key)."""
+        url, env, pos = d.params["base_url"], d.params["api_key_env"], d.param_pos
+        if url is None:
+            self.error(f"generator '{d.name}' has backend = openai but no base_url", pos.get("backend", d.pos),
+                       'add base_url = "http://HOST:PORT/v1" (the server\'s OpenAI-compatible API root)')
+        elif not re.match(r"https?://[^/\s]+", url):
+            self.error(f"base_url of generator '{d.name}' is not an http(s) URL", pos["base_url"],
+                       'e.g. base_url = "http://127.0.0.1:8000/v1"')
+        if env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # the value is not echoed: a key?
+            self.error(f"api_key_env of generator '{d.name}' must name an environment variable", pos["api_key_env"],
+                       'write api_key_env = "OPENAI_API_KEY" and export the key in that variable; never put the '
+                       "key itself in a program")
+        local = [k for k in ("device", "dtype") if k in pos]
+        if local:
+            self.warnings.append(Diagnostic(f"'{local[0]}' has no effect with backend = openai (the server "
+                                            "chooses it)", pos[local[0]]))
+
+    def _check_capabilities(self, flow: CheckedDecl) -> None:
+        """Refuse what needs a capability the generator's backend lacks (hidden states, local weights),
+        saying what to use instead, at the value that asks for it."""
+        from aldsl.backends.base import CAPABILITIES, INSTEAD
+
+        def lacks(generator: Any, capability: str) -> str | None:
+            """The backend of the first of the generator's options that lacks ``capability``."""
+            for link in options_of(generator):
+                g = self.out.get(link.name) if isinstance(link, Link) else None
+                if g is not None and g.ctor == "model" and capability not in CAPABILITIES[g.params["backend"]]:
+                    return f"generator '{g.name}' (backend = {g.params['backend']})"
+            return None
+
+        flow_generator = flow.params["generator"]
+        for d in self.out.values():
+            if d.kind == "generator" and d.ctor == "model":
+                if any(v is not None for v in options_of(d.params["finetune"])) and \
+                        "weights" not in CAPABILITIES[d.params["backend"]]:
+                    self.error(f"generator '{d.name}' (backend = {d.params['backend']}) cannot be fine-tuned: "
+                               "fine-tuning theta trains local weights", d.param_pos.get("finetune", d.pos),
+                               INSTEAD["weights"])
+            generator = d.params.get("generator")
+            generator = flow_generator if generator is None else generator
+            if d.kind == "finetune" and d.params["generator"] is not None:
+                who = lacks(d.params["generator"], "weights")
+                if who:
+                    self.error(f"finetune '{d.name}' trains {who}, which has no local weights",
+                               d.param_pos.get("generator", d.pos), INSTEAD["weights"])
+            tunes = {t for t in options_of(d.params.get("tune", "head"))}
+            if d.kind == "reward" and tunes - {"head"} and d.params.get("backbone") is None:
+                who = lacks(generator, "weights")
+                if who:
+                    self.error(f"reward '{d.name}' with tune = {sorted(tunes - {'head'})[0]} trains an LM reward on the "
+                               f"weights of {who}, which has no local weights", d.param_pos.get("tune", d.pos),
+                               'give it backbone = "..." (an embedded name, a local HF folder or a .gguf file), or '
+                               "use tune = head with features = minilm")
+            if d.kind == "reward" and "features" in d.params and "head" in tunes and \
+                    any(f == "hidden" for f in options_of(d.params["features"])):
+                who = lacks(generator, "encode")
+                if who:
+                    self.error(f"reward '{d.name}' uses features = hidden, the hidden states of {who}, which that "
+                               "backend does not expose", d.param_pos.get("features", d.pos), INSTEAD["encode"])
+            if d.kind == "reward" and d.ctor == "discriminator" and \
+                    any(v == "sft" for v in options_of(d.params["positives"])):
+                who = lacks(generator, "weights")
+                if who:
+                    self.error(f"reward '{d.name}' has positives = sft, which fine-tunes {who}; it has no local "
+                               "weights", d.param_pos.get("positives", d.pos),
+                               "use positives = demos, or " + INSTEAD["weights"])
 
     def _rule_reward(self, d: CheckedDecl) -> None:
         if d.params.get("backbone") is not None:

@@ -177,7 +177,10 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     Constructor("generator", "model", "a language model and its decoding parameters", (
         Param("name", STR, doc="embedded name (smollm2-135m), HF id on disk, local folder or .gguf file",
               positional=True),
-        Param("backend", t_enum("transformers", "vllm"), "transformers", "the inference engine"),
+        Param("backend", t_enum("transformers", "vllm", "openai"), "transformers",
+              "the inference engine: transformers or vllm in this process, or openai: an OpenAI-compatible server "
+              "(vLLM, SGLang, llama.cpp, Ollama, TGI, transformers serve) or a hosted API, named by base_url",
+              searchable=False),
         Param("temperature", t_float(0, 5), 0.0, "sampling temperature tau (0: greedy)"),
         Param("top_p", t_float(0, 1, min_open=True), 1.0, "nucleus sampling mass"),
         Param("top_k", t_int(0), 0, "top-k sampling (0: off)"),
@@ -187,6 +190,17 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("finetune", t_or(t_ref("finetune"), NONE), None, "fine-tuning of theta applied before use"),
         Param("device", STR, "auto", "auto, cpu, cuda or cuda:N", searchable=False),
         Param("dtype", t_enum("auto", "float32", "bfloat16", "float16"), "auto", "weights dtype", searchable=False),
+        Param("base_url", t_or(STR, NONE), None, "backend = openai: the API root, e.g. \"http://127.0.0.1:8000/v1\"; "
+              "name is then the served model's id", searchable=False),
+        Param("api", t_enum("completions", "chat"), "completions", "backend = openai: completions (the prompt text "
+              "as written) or chat (messages; the server applies its chat template)", searchable=False),
+        Param("api_key_env", t_or(STR, NONE), None, "backend = openai: the environment variable that holds the API "
+              "key (never the key itself; local servers need none)", searchable=False),
+        Param("concurrency", t_int(1, 4096), 16, "backend = openai: requests in flight at once", searchable=False),
+        Param("timeout", t_float(0, None, min_open=True), 120.0, "backend = openai: seconds per request attempt",
+              searchable=False),
+        Param("retries", t_int(0, 100), 6, "backend = openai: retries of a request on 429, 5xx, timeouts and dropped "
+              "connections (exponential backoff with jitter)", searchable=False),
     ), "l_theta,tau"),
     Constructor("generator", "candidates", "candidates read from record fields instead of sampled "
                 "(e.g. the two responses of a preference pair)", (
@@ -393,3 +407,5 @@ MODEL_REWARDS = (*TRAINED_REWARDS, "critic", "implicit")
 """Families that read a generator (the flow's unless they name one)."""
 GOLDEN_REWARDS = ("discriminator", "outcome", "process", "binary")
 """Trained families whose labels or metrics use the golden evaluator (the flow's first unless named)."""
+SERVER_PARAMS = ("base_url", "api", "api_key_env", "concurrency", "timeout", "retries")
+"""The generator parameters of backend = openai (they go to the backend as its ServerSpec)."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from aldsl.backends.base import require
 from aldsl.errors import UserError
 from aldsl.progress import QUIET, Reporter
 
@@ -46,6 +47,7 @@ class Features:
         self.reporter = reporter
         if kind == "hidden":
             assert backend is not None, "hidden features need the model's backend"
+            require(backend, "encode", "features = hidden")
             self._backend = backend
             self.identity = f"hidden:{backend.identity}"
         else:

@@ -47,7 +47,8 @@ class Session:
                 raise UserError(f"generator {gen.name!r} needs {gen.finetune}, which is not in this graph")
             checkpoint = str(self.checkpoint(gen.finetune, graph))
         device = self.device if self.device and gen.device == "auto" else gen.device
-        return ModelSpec(name=gen.model, backend=gen.backend, device=device, dtype=gen.dtype, checkpoint=checkpoint)
+        return ModelSpec(name=gen.model, backend=gen.backend, device=device, dtype=gen.dtype, checkpoint=checkpoint,
+                         server=gen.server)
 
     def backend(self, gen: ModelGenerator, graph: ProgramGraph | None = None) -> Backend:
         """The (cached) backend of a compiled generator."""
