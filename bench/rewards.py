@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DATA = ROOT / "programs" / "data"
-LEARNED = {"orm": "ORM (outcome)", "prm": "PRM (process)", "irl": "discriminator (IRL)", "bt": "Bradley-Terry"}
+FAMILIES = {"orm": "ORM (outcome)", "prm": "PRM (process)", "irl": "discriminator (IRL)", "bt": "Bradley-Terry"}
+BACKBONES = {"": "head on frozen features", "_lm": "LM backbone"}
+LEARNED = {f"{name}{suffix}": f"{label}, {BACKBONES[suffix]}" for name, label in FAMILIES.items() for suffix in BACKBONES}
 
 ARITH = """program rewards_arith "best-of-L on arithmetic with learned rewards"
 
@@ -46,8 +48,13 @@ reward orm = outcome(problems.train, samples = {train_samples}, queries = {train
 reward prm = process(problems.train, samples = 2, rollouts = {rollouts}, queries = {prm_queries}{head})
 reward irl = discriminator(problems.train, positives = {positives}, samples = 2, queries = {train_queries}{head})
 reward bt  = bradley_terry(problems.train, annotator = acc, samples = {train_samples}, queries = {train_queries}{head})
+reward orm_lm = outcome(problems.train, samples = {train_samples}, queries = {train_queries}{lm})
+reward prm_lm = process(problems.train, samples = 2, rollouts = {rollouts}, queries = {prm_queries}{lm})
+reward irl_lm = discriminator(problems.train, positives = {positives}, samples = 2, queries = {train_queries}{lm})
+reward bt_lm  = bradley_terry(problems.train, annotator = acc, samples = {train_samples}, queries = {train_queries}{lm})
 
-flow main = loop(problems, generator = g, prompter = p, samples = {L}, reward = orm in {{orm, prm, irl, bt}},
+flow main = loop(problems, generator = g, prompter = p, samples = {L},
+                 reward = orm in {{orm, prm, irl, bt, orm_lm, prm_lm, irl_lm, bt_lm}},
                  select = first in {{first, majority, argmax, weighted_vote}}, answer = number, evaluator = acc)
 """
 
@@ -102,7 +109,8 @@ FULL = Budget(test=200, L=8, train_queries=360, train_samples=8, prm_queries=160
               review_queries=120, review_test=60)
 QUICK = Budget(test=40, L=4, train_queries=80, train_samples=4, prm_queries=32, rollouts=2, pref_queries=0,
                review_queries=32, review_test=20, positives="demos")
-HEAD = ", epochs = {epochs}, lr = {lr}"
+HEAD = ", tune = head, epochs = {epochs}, lr = {lr}"
+LM = ", tune = top, layers = {layers}, value = {value}, epochs = {lm_epochs}"
 
 
 def main() -> int:
@@ -111,6 +119,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "build" / "bench_rewards"), help="folder for the generated programs")
     ap.add_argument("--epochs", type=int, default=300, help="epochs of every reward head")
     ap.add_argument("--lr", type=float, default=3e-3, help="learning rate of every reward head")
+    ap.add_argument("--layers", type=int, default=4, help="top LM layers trained by the LM-backbone rewards")
+    ap.add_argument("--lm-epochs", type=int, default=2, help="passes over the data of the LM-backbone rewards")
+    ap.add_argument("--value", default="last", choices=("last", "tokens"), help="loss of the LM ORM and discriminator")
     ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--budget", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -130,8 +141,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     session = Session(reporter=Reporter(enabled=not args.quiet))
     head = HEAD.format(epochs=args.epochs, lr=args.lr)
+    lm = LM.format(layers=args.layers, value=args.value, lm_epochs=args.lm_epochs)
     start = time.perf_counter()
-    values = {**budget.__dict__, "data": DATA, "head": head}
+    values = {**budget.__dict__, "data": DATA, "head": head, "lm": lm}
 
     arith = _write(out / "arith.alp", ARITH.format(**values))
     best_of_l, fit_info = selection(arith, budget, session)
@@ -140,7 +152,7 @@ def main() -> int:
     pairwise = [preference_pairs(prefs, session), review_pairs(reviews, budget, session)]
 
     first, majority, oracle = (best_of_l[k] for k in ("first sample", "majority vote", f"oracle pass@{budget.L}"))
-    best_name = max((label for label in best_of_l if label.startswith(tuple(LEARNED.values()))), key=best_of_l.get)
+    best_name = max((label for label in best_of_l if label.startswith(tuple(FAMILIES.values()))), key=best_of_l.get)
     best = best_of_l[best_name]
     gap = (best - first) / (oracle - first) if oracle > first else float("nan")
     line = (f"first={first:.3f} majority={majority:.3f} best_learned={best:.3f} pass@L={oracle:.3f} "
@@ -156,38 +168,60 @@ def main() -> int:
 
 # ---------------------------------------------------------------- best-of-L on arithmetic
 def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Fit every learned reward on train, then test accuracy of each selection rule on the same L samples."""
+    """Fit every learned reward on train, then test accuracy of each selection rule on the same L samples.
+
+    ``fit_info[label]`` holds the reward's held-out metrics and fit seconds (argmax rows) and, for every
+    row, the paired difference to majority vote over the test queries with its 95% bootstrap interval."""
     import aldsl
     from aldsl.evaluators import evaluate
     from aldsl.ops.answers import extract
-    from aldsl.store.data import forbid_splits
     from aldsl.runtime.executor import Executor
+    from aldsl.store.data import forbid_splits
 
     compiled = aldsl.compile(path)
-    fit_info: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, dict[str, Any]] = {}
     with forbid_splits("test"):
         for name in LEARNED:
             t0 = time.perf_counter()
             model = session.reward(f"reward:{name}", compiled.with_params({"main.reward": name}).program_graph)
-            fit_info[name] = {"metrics": dict(model.metrics), "seconds": time.perf_counter() - t0}
-            session.reporter.log(f"{name}: {model.metrics} ({fit_info[name]['seconds']:.0f} s)")
+            fitted[name] = {"metrics": dict(model.metrics), "seconds": time.perf_counter() - t0}
+            session.reporter.log(f"{name}: {model.metrics} ({fitted[name]['seconds']:.0f} s)")
     records = Executor(compiled.program_graph, session).records("test", budget.test)
     results: dict[str, float] = {}
-    runs = [("first sample", "orm", "first"), ("majority vote", "orm", "majority")]
-    runs += [(label, name, "argmax") for name, label in LEARNED.items()]
-    runs += [(f"{label}, weighted vote", name, "weighted_vote") for name, label in LEARNED.items()]
-    for label, reward, rule in runs:
+    per_query: dict[str, list[float]] = {}
+    runs = [("first sample", "orm", "first", None), ("majority vote", "orm", "majority", None)]
+    runs += [(label, name, "argmax", name) for name, label in LEARNED.items()]
+    runs += [(f"{label}, weighted vote", name, "weighted_vote", None) for name, label in LEARNED.items()]
+    fit_info: dict[str, dict[str, Any]] = {}
+    for label, reward, rule, fitted_name in runs:
         variant = compiled.with_params({"main.reward": reward, "main.select": rule})
         result = Executor(variant.program_graph, session).run(records, split="test")
         results[label] = result.scores["acc"]
+        per_query[label] = result.per_query("acc")
+        fit_info[label] = dict(fitted.get(fitted_name, {})) if fitted_name else {}
+    for label in results:
+        fit_info[label]["vs_majority"] = paired_ci(per_query[label], per_query["majority vote"])
     graph = compiled.program_graph
     spec = graph.spec("evaluate").evaluators[0]
     texts = [(t.record, c.text) for t in result.traces for c in t.candidates]
     correct = evaluate(spec, [extract("number", c, None) for _, c in texts], [r for r, _ in texts], session, graph)
-    per_query = [correct[i:i + budget.L] for i in range(0, len(correct), budget.L)]
-    results[f"oracle pass@{budget.L}"] = sum(max(q) for q in per_query) / len(per_query)
+    samples = [correct[i:i + budget.L] for i in range(0, len(correct), budget.L)]
+    results[f"oracle pass@{budget.L}"] = sum(max(q) for q in samples) / len(samples)
     results["mean sample accuracy"] = sum(correct) / len(correct)
     return results, fit_info
+
+
+def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of a - b over the same queries and its 95% bootstrap interval (scipy, seeded)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if not d.any():
+        return 0.0, 0.0, 0.0
+    ci = bootstrap((d,), np.mean, n_resamples=2000, confidence_level=0.95, method="percentile",
+                   random_state=np.random.default_rng(0)).confidence_interval
+    return float(d.mean()), float(ci.low), float(ci.high)
 
 
 # ---------------------------------------------------------------- Bradley-Terry pairwise accuracy
@@ -244,16 +278,15 @@ def _pairwise(model, pairs: list[tuple[str, str, str]]) -> float:
 def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dict[str, Any]],
             pairwise: list[dict[str, Any]], best_name: str, gap: float, seconds: float, mode: str,
             args: argparse.Namespace) -> list[str]:
-    first = best_of_l["first sample"]
-    rows = ["| selection | test accuracy | vs. first | held-out metrics of the reward (train split) | fit (s) |",
-            "|---|---|---|---|---|"]
+    rows = ["| selection | test accuracy | vs. majority vote (95% CI) | held-out metrics of the reward (train split) "
+            "| fit (s) |", "|---|---|---|---|---|"]
     for label, acc in best_of_l.items():
-        name = next((k for k, v in LEARNED.items() if v == label), None)  # metrics on the argmax row only
-        info = fit_info.get(name, {}) if name else {}
+        info = fit_info.get(label, {})
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in info.get("metrics", {}).items()
                             if isinstance(v, float) and math.isfinite(v))
-        delta = "" if label.startswith(("first", "oracle", "mean")) else f"{acc - first:+.3f}"
-        fit_s = f"{info['seconds']:.0f}" if info else ""
+        vs = info.get("vs_majority")
+        delta = f"{vs[0]:+.3f} [{vs[1]:+.3f}, {vs[2]:+.3f}]" if vs and label != "majority vote" else ""
+        fit_s = f"{info['seconds']:.0f}" if "seconds" in info else ""
         rows.append(f"| {label} | {acc:.3f} | {delta} | {metrics} | {fit_s} |")
     pair_rows = ["| task | BT held-out pairs (train split) | pairwise accuracy | test pairs | test pairwise accuracy |",
                  "|---|---|---|---|---|"]
@@ -267,9 +300,12 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
             f"{budget.train_samples} samples of each of {budget.train_queries} train problems (BT pairs: a correct "
             f"against an incorrect sample by the golden check), PRM on 2 solutions of {budget.prm_queries} problems "
             f"with {budget.rollouts} rollouts per step, the discriminator on positives = {budget.positives} vs. 2 base "
-            f"samples of {budget.train_queries} problems; heads: 64-unit MLP on the generator's mean-pooled hidden "
-            f"states, {args.epochs} epochs at lr {args.lr}. A reward selects by argmax, or by weighted vote: the "
-            f"answer whose candidates have the largest sum of softmax(reward) weights.", "", *rows, "",
+            f"samples of {budget.train_queries} problems. Each family twice: a head (64-unit MLP on the generator's "
+            f"mean-pooled hidden states, {args.epochs} epochs at lr {args.lr}) and an LM backbone (the generator's "
+            f"top {args.layers} layers and a value head fine-tuned over cached lower-layer states, {args.lm_epochs} "
+            f"passes, loss on the {args.value} token(s)). A reward selects by argmax, or by weighted vote: the answer "
+            f"whose candidates have the largest sum of softmax(reward) weights. Paired differences to majority vote "
+            f"over the same test queries, 95% percentile bootstrap.", "", *rows, "",
             f"Best learned reward: {best_name}; it captures {gap:.0%} of the gap between the first sample and "
             f"pass@{budget.L}.", "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
             f"Wall time {seconds / 60:.1f} min.", ""]

@@ -313,7 +313,8 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         shown = min(len(done), budget)
         if len(done) >= budget:
             return ran
-        if len(live(trials)) >= budget:
+        waiting = any(t.state == TrialState.WAITING for t in trials)  # enqueued (the defaults): run it
+        if len(live(trials)) >= budget and not waiting:
             if not wait:
                 return ran
             time.sleep(poll_s)

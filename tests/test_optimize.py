@@ -428,3 +428,8 @@ def test_a_trial_killed_before_it_named_its_worker_is_failed_after_the_grace_per
     assert search.fail_dead_trials(study) == 1
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}
+
+
+def test_a_budget_of_one_trial_runs_the_defaults_and_reports(tmp_path, isolated_cache):
+    result = optimize(aldsl.compile(toy(tmp_path, trials=1)), session=Session(), out_dir=tmp_path / "out")
+    assert len(result.trials) == 1 and result.trials[0]["state"] == "COMPLETE" and result.report.is_file()
