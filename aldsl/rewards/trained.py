@@ -341,7 +341,7 @@ class SavedReward:
     """A trained reward read from its artifact folder, outside any program: ``score(queries, candidates)``."""
 
     def __init__(self, folder: str | Path):
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             raise UserError(f"{folder}: not a trained reward (no meta.json); give the folder of a reward artifact, "
