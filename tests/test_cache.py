@@ -156,6 +156,7 @@ def test_logprobs_are_cached_and_scored_once(tiny, cache):
     class Counting:
         def __init__(self, backend):
             self.backend, self.identity, self.pairs = backend, backend.identity, 0
+            self.capabilities = backend.capabilities
 
         def logprobs(self, prompts, continuations):
             self.pairs += len(prompts)

@@ -11,6 +11,7 @@ import pytest
 import aldsl
 from aldsl.cli import main
 from aldsl.errors import UserError
+from aldsl.language.diagnostics import AlpError
 from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,10 +195,14 @@ def test_demos_never_include_the_query_itself(tmp_path, tiny_model_dir, session)
 
 
 def test_missing_template_slot_is_a_user_error(tmp_path, tiny_model_dir, session):
+    with pytest.raises(AlpError, match=r"slot \{unit\} is neither a record field"):
+        aldsl.compile(make_program(tmp_path, tiny_model_dir, prompter="template = mine",
+                                   extra='template mine = text("{x} in {unit}")'))
+    # a field the data has but a run's own input lacks is found when that input is prompted
     prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, prompter="template = mine",
-                                      extra='template mine = text("{x} in {unit}")'))
-    with pytest.raises(UserError, match=r"uses the slot \{unit\}"):
-        prog.run(split="dev", session=session)
+                                      extra='template mine = text("{x} after {solution}")'))
+    with pytest.raises(UserError, match=r"uses the slot \{solution\}"):
+        prog.run(["What is 2 + 2?"], session=session)
 
 
 def test_cli_run_prints_scores_and_writes_traces(tmp_path, tiny_model_dir, capsys, isolated_cache):
