@@ -148,7 +148,7 @@ def print_run(result) -> None:
 
 @command
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from optimizers.run import optimize
+    from aldsl.optimizers.run import optimize
 
     from aldsl.progress import Reporter
     from aldsl.runtime.session import Session

@@ -112,7 +112,7 @@ def main() -> int:
 
 def _search(args: argparse.Namespace, session, out: Path, mode: str) -> None:
     import aldsl
-    from optimizers.run import optimize
+    from aldsl.optimizers.run import optimize
 
     start = time.perf_counter()
     path = out / "arith_search.alp"
@@ -134,7 +134,7 @@ def _search(args: argparse.Namespace, session, out: Path, mode: str) -> None:
 
 def _oirl(args: argparse.Namespace, session, out: Path, mode: str) -> None:
     import aldsl
-    from optimizers.run import optimize
+    from aldsl.optimizers.run import optimize
 
     start = time.perf_counter()
     path = out / "arith_oirl.alp"

@@ -154,7 +154,7 @@ def run_row(row: Row, setting: str, out: Path, reporter: Reporter | None = None,
             extra: dict[str, Any] | None = None) -> Outcome:
     """Run one row in the ``small`` or ``full`` setting with its outputs under ``out``; ``extra``: more
     ``--set`` values (e.g. the generator on a server: ``g.backend``, ``g.base_url``, ``g.name``)."""
-    from optimizers.run import optimize
+    from aldsl.optimizers.run import optimize
 
     reporter = reporter or Reporter(enabled=False)
     sets = {**(row.small if setting == "small" else row.full), **(extra or {})}

@@ -22,7 +22,7 @@ import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.study import StudyDirection
 
-from optimizers import search
+from aldsl.optimizers import search
 
 SEPARATOR = ":promotion:"
 

@@ -25,10 +25,10 @@ from aldsl.language.pin import pin_source
 from aldsl.program import CompiledProgram, compile
 from aldsl.runtime.session import Session
 
-from optimizers.evaluation import Evaluation, evaluate, prepare_resources, seeded_subset
-from optimizers.output import recording_session, ship_artifacts, write_optimized
-from optimizers.report import OptimizeResult, Row, paired_difference, write_report
-from optimizers.settings import Job, Settings
+from aldsl.optimizers.evaluation import Evaluation, evaluate, prepare_resources, seeded_subset
+from aldsl.optimizers.output import recording_session, ship_artifacts, write_optimized
+from aldsl.optimizers.report import OptimizeResult, Row, paired_difference, write_report
+from aldsl.optimizers.settings import Job, Settings
 
 
 OPTIMIZED = "optimized"

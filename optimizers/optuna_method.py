@@ -27,11 +27,11 @@ from aldsl.errors import UserError
 from aldsl.runtime.executor import Executor
 from aldsl.store.data import forbid_splits
 from aldsl.store.hashing import content_hash
-from optimizers import claim, search
-from optimizers.evaluation import Evaluation, evaluate, seeded_subset
-from optimizers.output import recording_session, ship_artifacts, write_optimized
-from optimizers.report import OptimizeResult, Row, paired_difference, write_report
-from optimizers.settings import Job
+from aldsl.optimizers import claim, search
+from aldsl.optimizers.evaluation import Evaluation, evaluate, seeded_subset
+from aldsl.optimizers.output import recording_session, ship_artifacts, write_optimized
+from aldsl.optimizers.report import OptimizeResult, Row, paired_difference, write_report
+from aldsl.optimizers.settings import Job
 
 CHUNKS = 4  # minibatch parts scored in turn, so the pruner can stop a trial after the second
 

@@ -16,7 +16,7 @@ from aldsl.language.pin import pin_source
 from aldsl.program import compile
 from aldsl.runtime.session import Session
 
-from optimizers.evaluation import RecordingStore
+from aldsl.optimizers.evaluation import RecordingStore
 
 OPTIMIZED = "optimized.alp"
 ARTIFACTS = "artifacts"

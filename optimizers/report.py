@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from optimizers.evaluation import Evaluation
+from aldsl.optimizers.evaluation import Evaluation
 
 if TYPE_CHECKING:
     import optuna

@@ -16,10 +16,10 @@ from aldsl.errors import UserError
 from aldsl.program import CompiledProgram
 from aldsl.runtime.session import Session
 from aldsl.store.paths import writable_dir, writable_file
-from optimizers.oirl import run_oirl
-from optimizers.optuna_method import run_optuna
-from optimizers.report import OptimizeResult
-from optimizers.settings import Job, Settings
+from aldsl.optimizers.oirl import run_oirl
+from aldsl.optimizers.optuna_method import run_optuna
+from aldsl.optimizers.report import OptimizeResult
+from aldsl.optimizers.settings import Job, Settings
 
 Method = Callable[[Job], OptimizeResult]
 METHODS: dict[str, Method] = {"optuna": run_optuna, "oirl": run_oirl}

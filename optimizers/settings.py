@@ -11,7 +11,7 @@ from aldsl.errors import UserError
 from aldsl.language.schema import BY_KIND
 from aldsl.program import CompiledProgram
 from aldsl.runtime.session import Session
-from optimizers.search import redact
+from aldsl.optimizers.search import redact
 
 OPTUNA_DEFAULTS = {p.name: p.default for p in BY_KIND["optimize"]["optuna"].params}
 

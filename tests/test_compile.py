@@ -185,7 +185,8 @@ def test_grammar_ships_inside_the_wheel(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         assert z.read("aldsl/_grammar/alp.lark").decode() == grammar_text()
-    assert any(n.startswith("optimizers/") for n in names)
+    assert any(n.startswith("aldsl/optimizers/") for n in names)
+    assert not any(n.startswith("optimizers/") for n in names)  # no generic top-level package
     assert not any(".venv" in n or n.endswith(".pyc") for n in names)
 
 

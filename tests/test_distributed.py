@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from aldsl.errors import UserError
-from optimizers import search
+from aldsl.optimizers import search
 from servers import free_port
 from test_optimize import cli, finished, toy
 

@@ -216,7 +216,7 @@ def test_server_parameters_are_checked(tmp_path: Path, args: str, message: str):
 
 def test_optimize_over_the_server(server: Server, tmp_path: Path, isolated_cache: Path):
     from aldsl.runtime.session import Session
-    from optimizers.run import optimize
+    from aldsl.optimizers.run import optimize
 
     body = PROGRAM.replace('api_key_env = "ALDSL_TEST_KEY",', "").replace("samples = 2, reward = orm",
                                                                           "samples = 1 in [1, 2], reward = orm")

@@ -24,7 +24,7 @@ from aldsl.cli import main
 from aldsl.store.data import read_counts
 from aldsl.errors import UserError
 from aldsl.runtime.session import Session
-from optimizers.run import optimize
+from aldsl.optimizers.run import optimize
 
 FUNCS = '''
 import os, time
@@ -107,7 +107,7 @@ def test_search_finds_the_known_best_and_writes_everything(tmp_path, isolated_ca
 
 
 def test_the_report_split_is_never_read_during_the_search(tmp_path, isolated_cache, monkeypatch):
-    from optimizers import optuna_method
+    from aldsl.optimizers import optuna_method
 
     seen: dict[str, int] = {}
 
@@ -125,7 +125,7 @@ def test_the_report_split_is_never_read_during_the_search(tmp_path, isolated_cac
 
 def test_reading_the_report_split_inside_a_trial_fails(tmp_path, isolated_cache, monkeypatch):
     from aldsl.store.data import SplitForbidden
-    from optimizers import evaluation
+    from aldsl.optimizers import evaluation
 
     real = evaluation.Executor
 
@@ -269,14 +269,14 @@ optimize search = optuna(objective = long, on = d.dev, trials = 8, minibatch = 6
 ])
 def test_bad_input_fails_before_any_work(tmp_path, isolated_cache, monkeypatch, capsys, args, message):
     import aldsl.backends
-    from optimizers import evaluation
+    from aldsl.optimizers import evaluation
 
     def forbidden(*a, **k):
         raise AssertionError("work started")
 
     monkeypatch.setattr(aldsl.backends, "load_backend", forbidden)
     monkeypatch.setattr(evaluation, "evaluate", forbidden)
-    monkeypatch.setattr("optimizers.optuna_method.evaluate", forbidden)
+    monkeypatch.setattr("aldsl.optimizers.optuna_method.evaluate", forbidden)
     assert main(["optimize", str(toy(tmp_path)), "--out", str(tmp_path / "out"), "--quiet", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "toy" / "study.db").exists()
@@ -350,7 +350,7 @@ optimize search = optuna(objective = long, on = d.dev, trials = 8, minibatch = 0
 
 
 def test_prompt_oirl_chooses_per_query_and_compares(tmp_path, isolated_cache, tiny_model_dir, monkeypatch):
-    from optimizers import oirl
+    from aldsl.optimizers import oirl
 
     body = f"""program prompts "choose the template per query (Prompt-OIRL)"
 data d = jsonl("data.jsonl", input = "question", target = "answer", split = "split")
@@ -416,7 +416,7 @@ def test_set_of_an_unsearched_parameter_is_kept_and_fingerprinted(tmp_path, isol
 
 
 def test_a_trial_killed_before_it_named_its_worker_is_failed_after_the_grace_period(tmp_path, monkeypatch):
-    from optimizers import search
+    from aldsl.optimizers import search
 
     storage = search.storage_of(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
