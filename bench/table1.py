@@ -55,6 +55,7 @@ class Row:
     baseline: dict[str, Any] = field(default_factory=dict)  # run rows: --set values of the baseline
     baseline_label: str = "defaults"
     queries: tuple[int, int] = (0, 0)  # run rows: test queries in the small and full setting
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # run rows: other settings run side by side
 
 
 ARITH_SMALL = {"g.max_tokens": 24}
@@ -91,10 +92,11 @@ ROWS = [
         ("fixed", "direct + 4 demos", "1", "1", "4 nearest demos", "-"), "run",
         small=ARITH_SMALL, full={}, baseline={"p.demos.k": 0}, baseline_label="zero demos", queries=(3, 60)),
     Row(6, "Thought processes", "06_thought_process.alp",
-        "T and L: keep the best 2 of 3 partial thoughts per round by an LLM critic, for 4 rounds",
-        ("fixed", "CoT + 2 demos", "4", "3 (keep 2)", "2 demos", "LLM critic"), "run",
-        small={"g.max_tokens": 12, "main.rounds": 2}, full={}, baseline={"main.samples": 1, "main.keep": 1},
-        baseline_label="one chain (L = 1)", queries=(2, 20)),
+        "T and L: keep the best 2 of 3 partial thoughts per round by an LLM critic (and, side by side, by a learned PRM and ORM), for 4 rounds",
+        ("fixed", "CoT + 2 demos", "4", "3 (keep 2)", "2 demos", "LLM critic; learned PRM, ORM"), "run",
+        small={"g.max_tokens": 12, "main.rounds": 2, "prm.queries": 4, "orm.queries": 4, "solver.max_tokens": 24},
+        full={}, baseline={"main.samples": 1, "main.keep": 1}, baseline_label="one chain (L = 1)", queries=(2, 20),
+        variants={"learned PRM": {"main.reward": "prm"}, "learned ORM": {"main.reward": "orm"}}),
     Row(7, "Prompt optimization (Prompt-OIRL)", "07_prompt_optimization.alp",
         "psi per query: a binary reward learned offline picks the template for each query",
         ("fixed", "optimized per query", "1", "5 prompts", "-", "binary reward"), "optimize",
@@ -180,6 +182,12 @@ def run_row(row: Row, setting: str, out: Path, reporter: Reporter | None = None,
                           len(ran.traces), 0, 0.0, chosen=dict(row.baseline))
         if row.number == 11:
             outcome.extra.update(bo_baselines(program, ran))
+        for label, changes in row.variants.items():  # same search, other settings (e.g. the reward R)
+            before, t0 = session.stats()["generated_tokens"], time.perf_counter()
+            other = aldsl.compile(path, {**sets, **changes}).run(split="test", limit=limit, session=session)
+            outcome.extra.setdefault("variants", {})[label] = {
+                "score": other.scores[objective], "tokens": session.stats()["generated_tokens"] - before,
+                "seconds": round(time.perf_counter() - t0, 1)}
     outcome.tokens = session.stats()["generated_tokens"]
     outcome.seconds = time.perf_counter() - start
     return outcome
@@ -220,6 +228,9 @@ def markdown(outcomes: list[Outcome], setting: str) -> str:
         note = f"- Row {r.number}: {r.knob}."
         if o.chosen and r.mode == "optimize":
             note += " Chosen: " + ", ".join(f"`{k} = {v}`" for k, v in o.chosen.items()) + "."
+        for label, v in o.extra.get("variants", {}).items():
+            note += (f" With the {label} instead: {o.objective} {v['score']:.3f} ({v['tokens']} tokens, "
+                     f"{v['seconds']:.0f} s including its fit).")
         if o.row == 11 and "tpe" in o.extra:
             note += (f" Same budget of {o.extra['evaluations']} evaluations: Optuna TPE {o.extra['tpe']:.4f}, "
                      f"random search {o.extra['random']:.4f} (best CV accuracy).")

@@ -36,6 +36,9 @@ def test_row_runs_in_its_small_setting(row, tmp_path):
     if row.number == 11:
         assert set(outcome.extra) == {"evaluations", "tpe", "random"} and outcome.extra["evaluations"] == 4
         assert 0.0 < outcome.extra["random"] <= 1.0
+    for label, variant in outcome.extra.get("variants", {}).items():  # row 6: learned PRM and ORM beside the critic
+        assert 0.0 <= variant["score"] <= 1.0 and variant["tokens"] > 0
+    assert set(outcome.extra.get("variants", {})) == set(row.variants)
     text = table1.markdown([outcome], "small")
     assert f"| {row.number} | {row.usage} |" in text
 
