@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from aldsl.errors import UserError
+from aldsl.errors import UserError, require
 from typing import Any, Iterator, Mapping
 
 SPLIT_NAMES = ("train", "dev", "test")
@@ -256,13 +256,7 @@ def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _read_hf_disk(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"data source {path} is a Hugging Face dataset on disk, which needs the 'datasets' "
-            "package: pip install datasets"
-        ) from None
+    datasets = require("datasets", "hf", f"data source {path} (a Hugging Face dataset on disk)")
     loaded = datasets.load_from_disk(str(path))
     parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     rows = []
