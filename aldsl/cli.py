@@ -13,6 +13,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from aldsl import __version__
 from aldsl.compiler import render
 from aldsl.errors import UserError
 
@@ -104,7 +105,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for col in ("parameter", "kind", "domain", "default", "sets"):
         space.add_column(col)
     for p in compiled.search_space:
-        space.add_row(p.name, p.kind, p.describe(), str(p.default), ", ".join(p.targets))
+        space.add_row(p.name, p.kind, p.describe(), "none" if p.default is None else str(p.default), ", ".join(p.targets))
     console.print(space)
     return 0
 
@@ -120,9 +121,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     session = Session(reporter=Reporter(enabled=not args.quiet), use_cache=not args.no_cache)
     failure_tally(reset=True)
-    result = compiled.run(split=args.split, limit=args.limit, session=session)
+    if args.input:
+        if args.split:
+            raise UserError("--input FILE runs on that file's records; drop --split (or drop --input)")
+        from aldsl.store.data import read_inputs
+
+        result = compiled.run(read_inputs(args.input, compiled.input_data), limit=args.limit, session=session)
+    else:
+        split = args.split or "dev"
+        if split == "test":
+            err_console.print("note: test is the held-out split; read it once for a final figure, never to choose "
+                              "between variants (use dev for that)", markup=False)
+        result = compiled.run(split=split, limit=args.limit, session=session)
     if args.out:
-        console.print(f"wrote {result.to_jsonl(args.out)}")
+        console.print(f"wrote {result.to_jsonl(args.out, traces=not args.input)}")
+    elif args.input:
+        print_answers(result)
     print_run(result)
     calls, failed, first = failure_tally()
     if failed:
@@ -131,14 +145,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_answers(result, shown: int = 20) -> None:
+    """The first answers of a run on new inputs (``--out`` writes them all)."""
+    table = Table(title=f"answers ({min(shown, len(result.traces))} of {len(result.traces)}; --out FILE writes all)")
+    for col in ("id", "input", "answer"):
+        table.add_column(col, overflow="fold")
+    for t in result.traces[:shown]:
+        table.add_row(t.id, t.x[:80], t.answer[:120])
+    console.print(table)
+
+
 def print_run(result) -> None:
     """The final table of a run: evaluator scores and cost."""
-    table = Table(title=f"{result.program} on {result.split} ({len(result.traces)} queries)")
-    table.add_column("evaluator")
-    table.add_column("mean score", justify="right")
-    for name, score in result.scores.items():
-        table.add_row(name, f"{score:.3f}")
-    console.print(table)
+    if result.scores:
+        table = Table(title=f"{result.program} on {result.split} ({len(result.traces)} queries)")
+        table.add_column("evaluator")
+        table.add_column("mean score", justify="right")
+        for name, score in result.scores.items():
+            table.add_row(name, f"{score:.3f}")
+        console.print(table)
+    else:
+        console.print(f"{result.program} on {result.split} ({len(result.traces)} queries): not scored (the records "
+                      "have no target field)", markup=False)
     s = result.stats
     tokens = s.get("generated_tokens", 0)
     console.print(f"generated {tokens} new tokens ({tokens / max(s['seconds'], 1e-9):.0f} tok/s), "
@@ -215,6 +243,16 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_init(args: argparse.Namespace) -> int:
+    from aldsl.templates import write_starter
+
+    folder = write_starter(Path(args.dir), args.model)
+    console.print(f"wrote a starter project to {folder}; next: cd {folder} && aldsl check program.alp && "
+                  "aldsl run program.alp --limit 4 (README.md says more)", markup=False)
+    return 0
+
+
+@command
 def cmd_doc(args: argparse.Namespace) -> int:
     from aldsl.language.docs import reference
 
@@ -224,6 +262,7 @@ def cmd_doc(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aldsl", description="Compile, run and optimize LLM programs (.alp).")
+    parser.add_argument("--version", action="version", version=f"aldsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("check", help="parse and check a program")
     p.add_argument("file")
@@ -237,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p = sub.add_parser("run", help="run a program on a split of its data and print evaluator scores")
     p.add_argument("file")
-    p.add_argument("--split", default="test", help="which split to run on (default: test)")
+    p.add_argument("--split", help="which split of the program's data to run on (default: dev; test is held out)")
+    p.add_argument("--input", metavar="FILE", help="run on the records of this .jsonl or .csv file instead (read "
+                                                   "with the data's field names; scored where they have the target)")
     p.add_argument("--limit", type=int, help="only the first N queries")
-    p.add_argument("--out", help="write per-query traces as JSON lines to this file")
+    p.add_argument("--out", help="write per-query traces as JSON lines to this file (with --input: id, x, answer, "
+                                 "y and scores per record)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the generation cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -267,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", action="append", metavar="NAME", help="only this reward (repeatable)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("init", help="write a starter project (a program, data, a README of next steps) to DIR")
+    p.add_argument("dir")
+    p.add_argument("--model", default="smollm2-135m", help="the model the program uses (default: the embedded "
+                                                           "smollm2-135m); a folder, a .gguf file or a model id")
     p = sub.add_parser("doc", help="print the language reference (all constructors and parameters)")
     p.add_argument("kind", nargs="?", help="only this declaration kind (data, generator, reward, ...)")
     return parser

@@ -4,6 +4,7 @@ the backend as one batch), with one method per node kind (:data:`Executor.handle
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any, Callable, Sequence
@@ -70,6 +71,9 @@ class Executor:
             self.node_seconds[node] = time.perf_counter() - t0
         after = self.session.stats()
         stats = {k: after[k] - before.get(k, 0) for k in after}
+        if self.session.cache is None:  # no cache wrapper counts them: every candidate of the chain is new
+            stats["generated_tokens"] = sum(c.tokens for t in self.traces for c in t.candidates if not c.cached)
+            stats["misses"] = sum(not c.cached for t in self.traces for c in t.candidates)
         stats.update(seconds=time.perf_counter() - start, queries=len(records),
                      tokens_per_query=sum(t.generated_tokens for t in self.traces) / len(records),
                      node_seconds=self.node_seconds)
@@ -215,14 +219,27 @@ def _value(reward: float | None) -> float:
     return float("-inf") if reward is None or reward != reward else reward
 
 
-def inputs_to_records(inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Plain query strings (or dicts with an ``x``) as executor records."""
+def inputs_to_records(inputs: Sequence[str | dict[str, Any]], input_field: str = "x",
+                      target_field: str | None = None) -> list[dict[str, Any]]:
+    """Plain query strings, or dicts with an ``x`` (or the data's ``input_field``) and optionally a ``y``
+    (or the data's ``target_field``), as executor records."""
     out = []
     for i, item in enumerate(inputs):
         if isinstance(item, str):
             out.append({"id": str(i), "x": item, "y": None, "demo": None})
-        elif isinstance(item, dict) and "x" in item:
-            out.append({"id": str(item.get("id", i)), "y": None, "demo": None, **item})
+        elif isinstance(item, dict) and ("x" in item or input_field in item):
+            record = {"id": str(item.get("id", i)), "y": None, "demo": None, **item}
+            record.setdefault("x", item.get(input_field))
+            if record["y"] is None and target_field is not None and item.get(target_field) is not None:
+                record["y"] = item[target_field]
+            record["x"] = _text(record["x"])
+            record["y"] = None if record["y"] is None else _text(record["y"])
+            out.append(record)
         else:
-            raise UserError(f"input {i} must be a string or a dict with an 'x' field, got {type(item).__name__}")
+            raise UserError(f"input {i} must be a string or a dict with an 'x' (or {input_field!r}) field, got "
+                            f"{type(item).__name__}")
     return out
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)

@@ -326,6 +326,22 @@ def _split(spec: DataSpec, records: list[dict[str, Any]]) -> dict[str, list[dict
     return splits
 
 
+def read_inputs(path: str | Path, spec: DataSpec) -> list[dict[str, Any]]:
+    """New records to run on (``aldsl run --input``): a .jsonl or .csv file read with the input field of
+    the program's data ``spec``. When every record also has the target field, records keep it as ``y``
+    (and can be scored); otherwise ``y`` is None."""
+    p = Path(path).expanduser()
+    kind = {".jsonl": "jsonl", ".csv": "csv"}.get(p.suffix.lower())
+    if kind is None:
+        raise DataError(f"input file {p}: name a .jsonl or .csv file (one record per line or row)")
+    if not p.is_file():
+        raise DataError(f"input file {p} not found; check the path")
+    rows = _read(kind, p)
+    target = spec.target if spec.target is not None and all(spec.target in raw for _, raw in rows) else None
+    plain = DataSpec(kind, str(p), input=spec.input, target=target, name=spec.name)
+    return _normalise(plain, p, rows)
+
+
 def first_record_fields(kind: str, path: str | Path) -> set[str] | None:
     """The field names of a jsonl file's first record or a csv file's header, read cheaply (for
     the checker); None when they cannot be known without loading (hf_disk, unreadable files)."""
