@@ -150,7 +150,9 @@ class Executor:
                 owners.append((trace, parent))
         if not requests:
             return
-        with self.session.reporter.task(f"{node}: {len(requests)} prompts x {L}", total=len(requests)) as advance:
+        budget = len(requests) * L * gen.decoding.max_tokens
+        with self.session.reporter.task(f"{node}: {len(requests)} prompts x {L}", total=len(requests),
+                                        budget=budget) as advance:
             outputs = backend.generate(requests, gen.decoding, progress=lambda n, tokens: advance(n, tokens=tokens))
         for (trace, parent), completions in zip(owners, outputs):
             head = _line_prefix(trace.candidates[parent].text) if parent is not None else trace.prefill
