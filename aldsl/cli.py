@@ -181,6 +181,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from aldsl.progress import Reporter
     from aldsl.runtime.session import Session
 
+    if args.track:  # before the search, not after it
+        from aldsl.errors import require
+
+        require("mlflow", "track", "--track mlflow")
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
@@ -197,7 +201,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                           markup=False)
         return 0
     print_optimize(result)
+    if args.track:
+        console.print(f"tracked in MLflow: {track_mlflow(result, args.track_uri)}", markup=False)
     return 0
+
+
+def track_mlflow(result, uri: str | None) -> str:
+    """Log the study's trials (one nested run each) and the report of an optimization to MLflow."""
+    import optuna
+
+    from aldsl.optimizers.search import storage_of
+    from aldsl.tracking import MLflowTracker
+
+    tracker = MLflowTracker(result.program, uri, run_name=f"{result.program} ({result.method})")
+    if result.storage and result.study:
+        study = optuna.load_study(study_name=result.study, storage=storage_of(result.storage))
+        for trial in study.get_trials(deepcopy=False):
+            tracker(study, trial)
+    metrics = {f"{r.label}.{r.split}.{result.objective}": r.evaluation.mean for r in result.rows}
+    metrics.update({f"{r.label}.{r.split}.tokens_per_query": r.evaluation.tokens_per_query for r in result.rows})
+    files = [p for p in (result.report, result.optimized, result.folder / "report.json") if p is not None]
+    run_id = tracker.finish(metrics, result.values, [Path(p) for p in [*files, *result.plots]])
+    return f"{tracker.uri} (run {run_id})"
 
 
 def print_optimize(result) -> None:
@@ -301,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join the study (--storage, --study) as a worker: run trials until the budget is handed "
                         "out, then exit; one process without --worker promotes and reports (docs/scaling.md)")
     p.add_argument("--search-only", dest="worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--track", choices=["mlflow"], help="log every trial and the report to an experiment tracker "
+                                                       "(needs aldsl[track]); default store: ./mlruns")
+    p.add_argument("--track-uri", help="the tracker's URI (default: file:./mlruns)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
