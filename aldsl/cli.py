@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -268,6 +269,39 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``aldsl cache info``: sizes per kind; ``aldsl cache prune``: remove by age or to a size."""
+    from aldsl.store import usage
+    from aldsl.store.paths import cache_dir
+
+    root = cache_dir()
+    if args.action == "info":
+        table = Table(title=f"cache {root}")
+        for col in ("kind", "items", "size", "oldest change"):
+            table.add_column(col, justify="left" if col == "kind" else "right")
+        kinds: dict[str, list] = {}
+        for u in usage.units(root):
+            kinds.setdefault(u.kind, []).append(u)
+        for kind, found in sorted(kinds.items()):
+            oldest = time.strftime("%Y-%m-%d", time.localtime(found[0].mtime))
+            table.add_row(kind, str(len(found)), usage.human(sum(u.size for u in found)), oldest)
+        console.print(table)
+        console.print(f"total {usage.human(sum(u.size for found in kinds.values() for u in found))}", markup=False)
+        return 0
+    if args.older_than is None and args.max_size is None:
+        raise UserError("aldsl cache prune: say what to remove: --older-than 30d and/or --max-size 5G")
+    removed = usage.prune(root, None if args.older_than is None else usage.parse_age(args.older_than),
+                          None if args.max_size is None else usage.parse_size(args.max_size),
+                          generations=args.generations, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for u in removed:
+        console.print(f"{verb} {u.path} ({usage.human(u.size)})", markup=False)
+    console.print(f"{verb} {len(removed)} item(s), {usage.human(sum(u.size for u in removed))}; each is rebuilt "
+                  "when a program needs it again", markup=False)
+    return 0
+
+
+@command
 def cmd_init(args: argparse.Namespace) -> int:
     from aldsl.templates import write_starter
 
@@ -337,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", action="append", metavar="NAME", help="only this reward (repeatable)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("cache", help="the cache folder ($ALDSL_CACHE): `aldsl cache info`, `aldsl cache prune`")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("info", help="sizes per kind (models, artifacts, generations, crashes)")
+    p = actions.add_parser("prune", help="remove what changed longest ago: by age and/or down to a size")
+    p.add_argument("--older-than", metavar="AGE", help="remove items unchanged for longer than AGE (30d, 12h)")
+    p.add_argument("--max-size", metavar="SIZE", help="then remove the oldest until the cache is at most SIZE (5G)")
+    p.add_argument("--generations", action="store_true", help="the generation cache may go too (whole)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p = sub.add_parser("init", help="write a starter project (a program, data, a README of next steps) to DIR")
     p.add_argument("dir")
     p.add_argument("--model", default="smollm2-135m", help="the model the program uses (default: the embedded "
