@@ -58,3 +58,38 @@ def test_converted_weights_are_stored_in_half_precision(tiny_model_dir):
         next(big.parameters())[0, 0] = 1e6  # beyond fp16's range: bf16 keeps it
     stored = registry._half(big)
     assert {p.dtype for p in stored.parameters()} == {torch.bfloat16} and next(stored.parameters())[0, 0] == 1e6
+
+
+def _starter(folder: Path, model: str, extra: str = "") -> Path:
+    from aldsl.cli import main
+
+    assert main(["init", str(folder), "--model", model]) == 0
+    program = folder / "program.alp"
+    text = program.read_text().replace("max_tokens = 48)", f"max_tokens = 6{extra})")
+    program.write_text(text)
+    return program
+
+
+def test_a_lora_adapter_named_in_model(tmp_path, tiny_model_dir, isolated_cache, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    import aldsl
+    from aldsl.cli import main
+    from aldsl.runtime.session import Session
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    torch.manual_seed(0)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(str(adapter))
+    plain = aldsl.compile(_starter(tmp_path / "plain", str(tiny_model_dir)))
+    adapted = aldsl.compile(_starter(tmp_path / "adapted", str(tiny_model_dir), f', adapter = "{adapter}"'))
+    session = Session(use_cache=False)
+    gen = adapted.program_graph.spec("generate_1").generator
+    assert gen.checkpoint == str(adapter.resolve())
+    assert session.backend(gen).identity != session.backend(plain.program_graph.spec("generate_1").generator).identity
+    assert len(adapted.answer(["Tom has 2 apples. How many?"], session=session)) == 1
+    wrong = _starter(tmp_path / "wrong", str(tiny_model_dir), f', adapter = "{tmp_path}"')
+    assert main(["check", str(wrong)]) == 2
+    assert "is not a PEFT adapter folder" in capsys.readouterr().err
