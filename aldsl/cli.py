@@ -78,10 +78,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     path = compiled.save(args.out)
     console.print(f"wrote {path}")
     dot = path.with_name(f"{compiled.name}.dot")
-    dot.write_text(render.to_dot(compiled.program_graph), encoding="utf-8")
+    dot.write_text(render.to_dot(compiled.program_graph, compiled.search_space), encoding="utf-8")
     console.print(f"wrote {dot}")
     if args.png:
-        console.print(f"wrote {render.to_png(compiled.program_graph, path.with_name(f'{compiled.name}.png'))}")
+        png = render.to_png(compiled.program_graph, path.with_name(f"{compiled.name}.png"), compiled.search_space)
+        console.print(f"wrote {png}")
     return 0
 
 
