@@ -289,11 +289,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
         console.print(table)
         console.print(f"total {usage.human(sum(u.size for found in kinds.values() for u in found))}", markup=False)
         return 0
-    if args.older_than is None and args.max_size is None:
-        raise UserError("aldsl cache prune: say what to remove: --older-than 30d and/or --max-size 5G")
-    removed = usage.prune(root, None if args.older_than is None else usage.parse_age(args.older_than),
-                          None if args.max_size is None else usage.parse_size(args.max_size),
-                          generations=args.generations, dry_run=args.dry_run)
+    if args.older_than is None and args.max_size is None and not args.unreferenced:
+        raise UserError("aldsl cache prune: say what to remove: --older-than 30d, --max-size 5G and/or "
+                        "--unreferenced BUILD_DIR")
+    removed = []
+    if args.unreferenced:
+        removed = usage.unreferenced(root, [Path(d) for d in args.unreferenced])
+        usage.remove(removed, args.dry_run)
+    if args.older_than is not None or args.max_size is not None:
+        removed += usage.prune(root, None if args.older_than is None else usage.parse_age(args.older_than),
+                               None if args.max_size is None else usage.parse_size(args.max_size),
+                               generations=args.generations, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for u in removed:
         console.print(f"{verb} {u.path} ({usage.human(u.size)})", markup=False)
@@ -379,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", metavar="AGE", help="remove items unchanged for longer than AGE (30d, 12h)")
     p.add_argument("--max-size", metavar="SIZE", help="then remove the oldest until the cache is at most SIZE (5G)")
     p.add_argument("--generations", action="store_true", help="the generation cache may go too (whole)")
+    p.add_argument("--unreferenced", action="append", metavar="BUILD_DIR",
+                   help="remove fine-tuned checkpoints that no report.json under BUILD_DIR (the --out folder of "
+                        "aldsl optimize) references (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p = sub.add_parser("init", help="write a starter project (a program, data, a README of next steps) to DIR")
     p.add_argument("dir")

@@ -7,11 +7,13 @@ generation cache (``generations.sqlite``, one file: prune removes it whole, and 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from aldsl.errors import UserError
 
@@ -57,10 +59,33 @@ def prune(root: Path, older_than_s: float | None = None, max_bytes: int | None =
             if u not in removed:
                 removed.append(u)
                 total -= u.size
-    if not dry_run:
-        for u in removed:
-            shutil.rmtree(u.path, ignore_errors=True) if u.path.is_dir() else u.path.unlink(missing_ok=True)
+    remove(removed, dry_run)
     return removed
+
+
+def remove(found: Iterable[Unit], dry_run: bool = False) -> None:
+    """Delete these units (nothing with ``dry_run``)."""
+    for u in [] if dry_run else found:
+        if u.path.is_dir():
+            shutil.rmtree(u.path, ignore_errors=True)
+        else:
+            u.path.unlink(missing_ok=True)
+
+
+def unreferenced(root: Path, folders: Iterable[Path], kind: str = "artifacts/finetune") -> list[Unit]:
+    """The ``kind`` artifacts of the cache that no ``report.json`` under ``folders`` (the output folders of
+    ``aldsl optimize``, whose optimized programs and studies name the artifacts they use) references."""
+    wanted: set[str] = set()
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise UserError(f"--unreferenced {folder}: no such folder; name the --out folder of aldsl optimize")
+        for report in Path(folder).rglob("report.json"):
+            try:
+                wanted.update(str(a) for a in json.loads(report.read_text(encoding="utf-8")).get("artifacts", []))
+            except (OSError, ValueError, AttributeError):
+                raise UserError(f"{report}: not a readable report.json of aldsl optimize; fix or remove it") from None
+    prefix = kind.removeprefix("artifacts/")
+    return [u for u in units(root) if u.kind == kind and f"{prefix}/{u.path.name}" not in wanted]
 
 
 def parse_age(text: str) -> float:
