@@ -243,10 +243,10 @@ class TransformersBackend:
                 raise OutOfMemory(str(error)) from error
             raise
 
-    def _sample(self, batch: list[_Unit], decoding: Decoding, step: Callable[[int], None] | None = None
+    def _sample(self, batch: list[_Unit], decoding: Decoding, on_step: Callable[[int], None] | None = None
                 ) -> tuple[dict[tuple[str, int], Completion], int]:
         """Prefill each prompt once, fan out to one row per sample, decode until every row finishes;
-        ``step(k)`` after each decoding step that added k tokens (progress)."""
+        ``on_step(k)`` after each decoding step that added k tokens (progress)."""
         device, max_tokens = self.device, decoding.max_tokens
         input_ids, mask = self._left_pad([u.ids for u in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -293,8 +293,8 @@ class TransformersBackend:
                 for row, tail in zip(check, tails):
                     if any(s in tail for s in decoding.stop) and self._stop_at(tokens[row], decoding) is not None:
                         finish[row] = "stop"
-            if step is not None:
-                step(added)
+            if on_step is not None:
+                on_step(added)
             live = [i for i, row in enumerate(present) if finish[row] is None]
             if not live:
                 break
