@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-only", dest="worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--track", choices=["mlflow"], help="log every trial and the report to an experiment tracker "
                                                        "(needs aldsl[track]); default store: ./mlruns")
-    p.add_argument("--track-uri", help="the tracker's URI (default: file:./mlruns)")
+    p.add_argument("--track-uri", help="the tracking store (default: ./mlruns: sqlite:///mlruns/mlflow.db)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -17,12 +17,20 @@ from aldsl.errors import require
 
 class MLflowTracker:
     """Logs trials as nested runs of one parent run (params: the trial's values; metrics: its objective
-    score, tokens per query and seconds) to ``uri`` (default: a file store in ./mlruns)."""
+    score, tokens per query and seconds) to ``uri``; by default a local store in ./mlruns: the runs in
+    ``mlruns/mlflow.db`` (SQLite: MLflow 3 refuses new file stores) and the files in ``mlruns/artifacts``."""
 
     def __init__(self, experiment: str, uri: str | None = None, run_name: str | None = None):
         self.mlflow = require("mlflow", "track", "--track mlflow")
-        self.uri = uri or Path("mlruns").resolve().as_uri()
-        self.mlflow.set_tracking_uri(self.uri)
+        artifacts = None
+        if uri is None:
+            root = Path("mlruns").resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            uri, artifacts = f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+        self.uri = uri
+        self.mlflow.set_tracking_uri(uri)
+        if self.mlflow.get_experiment_by_name(experiment) is None:
+            self.mlflow.create_experiment(experiment, artifact_location=artifacts)
         self.mlflow.set_experiment(experiment)
         self.parent = self.mlflow.start_run(run_name=run_name or experiment)
         self.logged: set[int] = set()

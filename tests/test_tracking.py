@@ -19,8 +19,9 @@ def _runs(uri: str, experiment: str):
     return client, client.search_runs([exp.experiment_id])
 
 
-def test_the_tracker_logs_every_finished_trial_once(tmp_path):
-    uri = (tmp_path / "mlruns").as_uri()
+def test_the_tracker_logs_every_finished_trial_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
 
     def objective(trial: optuna.Trial) -> float:
@@ -29,7 +30,8 @@ def test_the_tracker_logs_every_finished_trial_once(tmp_path):
         trial.set_user_attr("tokens_per_query", 10.0 + x)
         return x
 
-    tracker = MLflowTracker("prog", uri)
+    tracker = MLflowTracker("prog")  # the default store: ./mlruns
+    assert tracker.uri == uri
     study.optimize(objective, n_trials=3, callbacks=[tracker])
     for trial in study.trials:  # a replay logs nothing twice
         tracker(study, trial)
@@ -55,7 +57,7 @@ def test_optimize_track_mlflow_logs_trials_and_report(tmp_path, tiny_model_dir, 
     monkeypatch.chdir(tmp_path)
     assert main(["optimize", str(project / "program.alp"), "--trials", "2", "--out", str(tmp_path / "build"),
                  "--quiet", "--track", "mlflow"]) == 0
-    client, runs = _runs((tmp_path / "mlruns").as_uri(), "starter")
+    client, runs = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "starter")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parent) == 1 and len(runs) == 3
     names = {a.path for a in client.list_artifacts(parent[0].info.run_id)}

@@ -140,11 +140,10 @@ def embedded_gguf(name: str) -> Path:
     )
 
 
-def converted_dir(gguf: Path, name: str = "") -> Path:
+def converted_dir(gguf: Path) -> Path:
     """Where the converted copy of ``gguf`` lives (whether or not it exists yet): keyed by the file's
-    content, so one file converts once whatever its name or path (``name`` is kept for the reader)."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in (name or gguf.stem))
-    return cache_dir() / "models" / f"{stem}-{file_digest(gguf)[:16]}-{STORED_DTYPE}"
+    content, so one file converts once whatever its name or path."""
+    return cache_dir() / "models" / f"gguf-{file_digest(gguf)[:16]}-{STORED_DTYPE}"
 
 
 def fingerprint_dir(path: Path) -> str:
@@ -186,7 +185,7 @@ def _read_json(path: Path) -> dict[str, str]:
 
 
 def _from_gguf(gguf: Path, name: str, kind: str) -> ResolvedModel:
-    target = converted_dir(gguf, name)
+    target = converted_dir(gguf)
     source = _intact_conversion(target)
     if source is None:
         with _file_lock(target.with_name(f".{target.name}.lock")):

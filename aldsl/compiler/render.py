@@ -41,6 +41,12 @@ def label(graph: ProgramGraph, node: str) -> str:
     return f"{node}\\n{detail}" if detail else node
 
 
+def summary(graph: ProgramGraph) -> list[tuple[str, str, str]]:
+    """(node, op, detail) rows in topological order."""
+    return [(n, graph.g.nodes[n]["op"], label(graph, n).split("\\n", 1)[-1] if "\\n" in label(graph, n) else "")
+            for n in graph.nodes()]
+
+
 def to_dot(graph: ProgramGraph, space: Sequence[Any] = ()) -> str:
     """Graphviz DOT text of the graph (and, when given, a note listing its search space)."""
     shapes = {"data": "cylinder", "reward_model": "component", "finetune": "component"}
