@@ -4,7 +4,6 @@ the backend as one batch), with one method per node kind (:data:`Executor.handle
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from typing import Any, Callable, Sequence
@@ -20,7 +19,7 @@ from aldsl.ops.select import select
 from aldsl.rewards.base import RewardItem
 from aldsl.runtime.session import Session
 from aldsl.runtime.traces import Candidate, RunResult, Trace
-from aldsl.store.data import load
+from aldsl.store.data import as_text, load
 from aldsl.store.hashing import content_hash
 
 Records = Sequence[dict[str, Any]]
@@ -234,14 +233,10 @@ def inputs_to_records(inputs: Sequence[str | dict[str, Any]], input_field: str =
             record.setdefault("x", item.get(input_field))
             if record["y"] is None and target_field is not None and item.get(target_field) is not None:
                 record["y"] = item[target_field]
-            record["x"] = _text(record["x"])
-            record["y"] = None if record["y"] is None else _text(record["y"])
+            record["x"] = as_text(record["x"])
+            record["y"] = None if record["y"] is None else as_text(record["y"])
             out.append(record)
         else:
             raise UserError(f"input {i} must be a string or a dict with an 'x' (or {input_field!r}) field, got "
                             f"{type(item).__name__}")
     return out
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)

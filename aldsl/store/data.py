@@ -268,7 +268,8 @@ def _read_hf_disk(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A field value as text: strings as they are, anything else as canonical JSON."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
@@ -287,16 +288,16 @@ def _normalise(spec: DataSpec, path: Path, rows: list[tuple[str, dict[str, Any]]
     seen: dict[str, str] = {}
     records = []
     for index, (where, raw) in enumerate(rows):
-        record_id = _as_text(raw.get("id", index))
+        record_id = as_text(raw.get("id", index))
         if record_id in seen:
             raise DataError(
                 f"{path}: id {record_id!r} at {where} repeats the id at {seen[record_id]}; ids must be unique"
             )
         seen[record_id] = where
-        x = _as_text(_get(path, where, raw, spec.input, "input"))
+        x = as_text(_get(path, where, raw, spec.input, "input"))
         target = None if spec.target is None else _get(path, where, raw, spec.target, "target")
-        y = None if target is None else _as_text(target)
-        demo = y if spec.demo is None else _as_text(_get(path, where, raw, spec.demo, "demo"))
+        y = None if target is None else as_text(target)
+        demo = y if spec.demo is None else as_text(_get(path, where, raw, spec.demo, "demo"))
         if isinstance(spec.split, str):
             part = _get(path, where, raw, spec.split, "split")
             if not isinstance(part, str) or not part:
