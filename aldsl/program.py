@@ -20,7 +20,8 @@ from aldsl.runtime.session import Session
 from aldsl.language.overrides import apply_overrides
 from aldsl.language.schema import TRAINED_REWARDS
 from aldsl.language.space import SearchSpace, extract
-from aldsl.store.data import forbid_splits
+from aldsl.compiler.specs import Input
+from aldsl.store.data import DataSpec, forbid_splits
 
 
 class CompiledProgram:
@@ -60,17 +61,33 @@ class CompiledProgram:
         graph, space = compile_checked(self.checked, {**self.values, **values})
         return CompiledProgram(graph, space, self.checked, self.session)
 
-    def run(self, inputs: Sequence[str | dict[str, Any]] | None = None, *, split: str = "test",
-            limit: int | None = None, session: Session | None = None) -> RunResult:
-        """Run the program on ``inputs`` (query strings or records), else on a split of its data.
+    @property
+    def input_data(self) -> DataSpec:
+        """The data declaration the flow reads its queries from (its input and target field names)."""
+        source = self.program_graph.spec("input")
+        assert isinstance(source, Input)
+        spec = self.program_graph.spec(f"data:{source.data}")
+        assert isinstance(spec, DataSpec)
+        return spec
 
-        Returns a RunResult with per-query traces and mean evaluator scores (inputs without golden
-        answers are not evaluated).
+    def run(self, inputs: Sequence[str | dict[str, Any]] | None = None, *, split: str = "dev",
+            limit: int | None = None, session: Session | None = None) -> RunResult:
+        """Run the program on ``inputs`` (query strings or records), else on a split of its data (dev
+        unless asked: test is the held-out split, for the final report only).
+
+        Returns a RunResult with per-query traces, ``answers`` and mean evaluator scores. Records carry
+        their target as ``y`` or under the data's target field; inputs are scored when every one has it.
         """
         executor = Executor(self.program_graph, session or self.session)
         if inputs is not None:
-            return executor.run(inputs_to_records(inputs), split="inputs", evaluate=False)
+            spec = self.input_data
+            records = inputs_to_records(inputs, spec.input, spec.target)[:limit]
+            return executor.run(records, split="inputs", evaluate=all(r["y"] is not None for r in records))
         return executor.run(executor.records(split, limit), split=split)
+
+    def answer(self, inputs: Sequence[str | dict[str, Any]], session: Session | None = None) -> list[str]:
+        """The program's answers to ``inputs`` (query strings or records), in order."""
+        return self.run(inputs, session=session).answers
 
     def to_json(self) -> str:
         return self.program_graph.to_json()

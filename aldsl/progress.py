@@ -10,7 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 Advance = Callable[..., None]
-"""``advance(n=1, **fields)``: n more units done; fields (tokens, hits, best, ...) shown beside the bar."""
+"""``advance(n=1, **fields)``: n more units done; fields (tokens, hits, best, ...) shown beside the bar.
+Generation calls it once per decoding step with ``n=0, tokens=k``, and with n > 0 as prompts finish."""
+
+LOG_EVERY_S = 10.0
+"""Without a terminal, a line at most this often while a task advances (with tok/s and ETA)."""
 
 
 class Reporter:
@@ -28,13 +32,14 @@ class Reporter:
             self.console.print(message, markup=False)
 
     @contextmanager
-    def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        """A progress bar for ``total`` units; yields ``advance``."""
+    def task(self, description: str, total: int | None = None, budget: int | None = None) -> Iterator[Advance]:
+        """A progress bar for ``total`` units; yields ``advance``. ``budget``: at most how many tokens the task
+        generates (the ETA follows whichever of units and tokens is further along)."""
         if not self.enabled:
             yield lambda n=1, **fields: None
             return
         if not self.console.is_terminal:
-            yield from self._lines(description, total)
+            yield from self._lines(description, total, budget)
             return
         if self._progress is None:
             self._progress = Progress(
@@ -47,11 +52,16 @@ class Reporter:
         task_id = self._progress.add_task(description, total=total, info="")
         start = time.perf_counter()
         totals: dict[str, float] = {}
+        done = 0
 
         def advance(n: int = 1, **fields: Any) -> None:
+            nonlocal done
+            done += n
             _add(totals, fields)
             assert self._progress is not None
-            self._progress.update(task_id, advance=n, info=_info(totals, time.perf_counter() - start))
+            elapsed = time.perf_counter() - start
+            info = _info(totals, elapsed, _eta(done, total, totals.get("tokens", 0), budget, elapsed))
+            self._progress.update(task_id, advance=n, info=info)
 
         try:
             yield advance
@@ -61,19 +71,24 @@ class Reporter:
                 self._progress.stop()
                 self._progress = None
 
-    def _lines(self, description: str, total: int | None) -> Iterator[Advance]:
+    def _lines(self, description: str, total: int | None, budget: int | None) -> Iterator[Advance]:
         start = time.perf_counter()
         totals: dict[str, float] = {}
         done = 0
+        last = start
         self.log(f"{description} ...")
 
         def advance(n: int = 1, **fields: Any) -> None:
-            nonlocal done
+            nonlocal done, last
             done += n
             _add(totals, fields)
-            if n and total and total <= _STEPS_SHOWN:  # a line per step of a short count (trials, promotions)
-                info = _info(totals, time.perf_counter() - start)
-                self.log(f"{description}: {done}/{total}  {info}".rstrip())
+            now = time.perf_counter()
+            # a line per step of a short count (trials, promotions), else one every LOG_EVERY_S
+            if (n and total and total <= _STEPS_SHOWN) or now - last >= LOG_EVERY_S:
+                last = now
+                eta = _eta(done, total, totals.get("tokens", 0), budget, now - start)
+                count = f"{done}/{total}" if total else f"{done}"
+                self.log(f"{description}: {count}  {_info(totals, now - start, eta)}".rstrip())
 
         yield advance
         elapsed = time.perf_counter() - start
@@ -91,14 +106,27 @@ def _add(totals: dict[str, Any], fields: dict[str, Any]) -> None:
         totals[k] = totals.get(k, 0) + v if isinstance(v, (int, float)) and k in _SUMMED else v
 
 
-def _info(totals: dict[str, Any], elapsed: float) -> str:
+def _eta(done: int, total: int | None, tokens: float, budget: int | None, elapsed: float) -> float | None:
+    """Seconds left, from the further along of units (done/total) and tokens (tokens/budget, an upper bound)."""
+    fraction = max(done / total if total else 0.0, tokens / budget if budget else 0.0)
+    return elapsed * (1 - fraction) / fraction if 0 < fraction < 1 else None
+
+
+def _info(totals: dict[str, Any], elapsed: float, eta: float | None = None) -> str:
     parts = []
     if "tokens" in totals:
-        parts.append(f"{totals['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+        parts.append(f"{int(totals['tokens'])} tok, {totals['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+    if eta is not None:
+        parts.append(f"ETA {_clock(eta)}")
     if "hits" in totals:
         parts.append(f"cache {int(totals['hits'])} hit / {int(totals.get('misses', 0))} new")
     parts.extend(f"{k} {v}" for k, v in totals.items() if k not in _SUMMED)
     return "  ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 QUIET = Reporter(enabled=False)

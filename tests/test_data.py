@@ -196,7 +196,7 @@ def test_field_split_with_bad_value(tmp_path: Path) -> None:
 def test_hf_disk_without_datasets_says_what_to_install(tmp_path: Path) -> None:
     if importlib.util.find_spec("datasets") is not None:
         pytest.skip("the datasets package is installed; this checks the message shown without it")
-    with pytest.raises(DataError, match=r"needs the 'datasets' package: pip install datasets"):
+    with pytest.raises(DataError, match=r'needs the datasets package.*pip install "aldsl\[hf\]"'):
         load(DataSpec("hf_disk", str(tmp_path)))
 
 

@@ -39,3 +39,28 @@ def test_a_disabled_reporter_prints_nothing():
         advance(2)
     reporter.log("hello")
     assert out.getvalue() == ""
+
+
+def test_a_log_gets_timed_lines_with_tokens_and_eta(monkeypatch):
+    import aldsl.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    out = io.StringIO()
+    reporter = Reporter(console=Console(file=out, force_terminal=False, width=200))
+    with reporter.task("generate_1: 400 prompts x 1", total=400, budget=4000) as advance:
+        advance(0, tokens=1000)  # a decoding step: no prompt finished yet, a quarter of the token budget
+    step = out.getvalue().splitlines()[1]
+    assert step.startswith("generate_1: 400 prompts x 1: 0/400  1000 tok,") and "tok/s" in step and "ETA " in step
+
+
+def test_generation_reports_every_decoding_step(tiny_model_dir):
+    from aldsl.backends import Decoding, GenRequest, ModelSpec, load_backend
+
+    backend = load_backend(ModelSpec(name=str(tiny_model_dir)))
+    calls: list[tuple[int, int]] = []
+    outputs = backend.generate([GenRequest("a b c", (0, 1)), GenRequest("d e", (0,))],
+                               Decoding(temperature=1.0, max_tokens=6, seed=3), progress=lambda n, t: calls.append((n, t)))
+    steps = [t for n, t in calls if n == 0]
+    assert len(steps) >= max(c.tokens for row in outputs for c in row)  # one call per step, not per batch
+    assert sum(t for _, t in calls) == sum(c.tokens for row in outputs for c in row)
+    assert sum(n for n, _ in calls) == 2

@@ -199,7 +199,8 @@ class Arrivals:
 
 
 Progress = Callable[[int, int], None]
-"""Called after each batch with (requests finished in that batch, tokens generated in it)."""
+"""Called with (requests finished, tokens generated) since the last call: after each batch, and by the
+transformers backend also after each decoding step (0 finished, the step's tokens)."""
 
 Finished = Callable[[Sequence[tuple[str, int, Completion]]], None]
 """Called as soon as samples are done (a batch, or one server response), with (prompt, sample

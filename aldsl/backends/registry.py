@@ -7,6 +7,7 @@ about a second instead of half a minute.
 
 from __future__ import annotations
 
+import re
 import hashlib
 import importlib.util
 import json
@@ -17,7 +18,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from aldsl.backends.base import BackendError, ModelNotFound
 from aldsl.store.hashing import content_hash
@@ -139,11 +140,10 @@ def embedded_gguf(name: str) -> Path:
     )
 
 
-def converted_dir(gguf: Path, name: str) -> Path:
-    """Where the dequantized copy of ``gguf`` lives (whether or not it exists yet)."""
-    stat = gguf.stat()
-    key = content_hash(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)[:12]
-    return cache_dir() / "models" / f"{name}-{key}"
+def converted_dir(gguf: Path) -> Path:
+    """Where the converted copy of ``gguf`` lives (whether or not it exists yet): keyed by the file's
+    content, so one file converts once whatever its name or path."""
+    return cache_dir() / "models" / f"gguf-{file_digest(gguf)[:16]}-{STORED_DTYPE}"
 
 
 def fingerprint_dir(path: Path) -> str:
@@ -185,7 +185,7 @@ def _read_json(path: Path) -> dict[str, str]:
 
 
 def _from_gguf(gguf: Path, name: str, kind: str) -> ResolvedModel:
-    target = converted_dir(gguf, name)
+    target = converted_dir(gguf)
     source = _intact_conversion(target)
     if source is None:
         with _file_lock(target.with_name(f".{target.name}.lock")):
@@ -200,7 +200,7 @@ def _from_gguf(gguf: Path, name: str, kind: str) -> ResolvedModel:
     if source is None:
         raise BackendError(f"converting {gguf} into {target} did not produce an intact model; delete "
                            f"{target} and try again, or check the free disk space there")
-    return ResolvedModel(name, target, source["gguf_sha256"], kind)
+    return ResolvedModel(name, target, content_hash(source["gguf_sha256"], STORED_DTYPE), kind)
 
 
 def _intact_conversion(target: Path) -> dict | None:
@@ -228,12 +228,27 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model.hf_quantizer = None  # a GGUF load is flagged quantized; the weights are plain floats now
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model = _half(model)
     with atomic_dir(target) as tmp, quiet_loading():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         source = {"gguf": str(gguf), "gguf_sha256": file_digest(gguf), "files": files}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=1))
+
+
+STORED_DTYPE = "fp16"
+"""How converted GGUF weights are stored: half precision (a 4-bit or 8-bit GGUF holds less than fp16
+resolves, so nothing of the file is lost where values fit fp16's range; bf16 where they do not). The
+backend loads them in its compute dtype (fp32 on a CPU without native bf16)."""
+
+
+def _half(model: Any) -> Any:
+    """The model in fp16, or bf16 when a weight exceeds fp16's range."""
+    import torch
+
+    fits = all(p.abs().max().item() < torch.finfo(torch.float16).max for p in model.parameters() if p.numel())
+    return model.to(torch.float16 if fits else torch.bfloat16)
 
 
 @contextmanager
@@ -282,6 +297,13 @@ def _hf_cache_snapshot(name: str) -> Path | None:
 
 def _unknown_model_message(name: str) -> str:
     embedded = ", ".join(sorted(EMBEDDED))
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) and not Path(name).expanduser().exists():
+        folder = f"models/{name.split('/')[-1]}"
+        return (f"Model '{name}' looks like a Hugging Face id, and it is not on this machine (aldsl downloads "
+                f"nothing at run time). Fetch it once, then name the folder in model(...):\n"
+                f"    huggingface-cli download {name} --local-dir {folder}\n"
+                f"and write model(\"{folder}\"); or run the download without --local-dir and keep "
+                f"model(\"{name}\") (it is then found in the Hugging Face cache).")
     return (
         f"Unknown model '{name}'. Use one of:\n"
         f"  - an embedded model: {embedded}\n"

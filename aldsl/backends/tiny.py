@@ -56,7 +56,7 @@ def _smollm2_tokenizer():  # -> PreTrainedTokenizerBase
     from transformers import AutoTokenizer
 
     gguf = embedded_gguf(_TOKENIZER_MODEL)
-    converted = converted_dir(gguf, _TOKENIZER_MODEL)
+    converted = converted_dir(gguf)
     if (converted / SOURCE_FILE).is_file():
         return AutoTokenizer.from_pretrained(str(converted))
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

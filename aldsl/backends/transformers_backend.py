@@ -13,7 +13,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -172,17 +172,18 @@ class TransformersBackend:
         prompts = list(arrivals.wanted)
         ids = self._tokenize(prompts)
         units = [_Unit(p, t, list(arrivals.wanted[p])) for p, t in zip(prompts, ids)]
-        for results, n_tokens in self._run_batches(units, decoding):
+        step = None if progress is None else (lambda n_tokens: progress(0, n_tokens))  # tokens as they come
+        for results, _ in self._run_batches(units, decoding, step):
             items = [(prompt, sample, c) for (prompt, sample), c in results.items()]
             complete = arrivals.arrive(items)
             if finished is not None:
                 finished(items)
             if progress is not None:
-                progress(complete, n_tokens)
+                progress(complete, 0)
         return arrivals.results()
 
     def _run_batches(
-        self, units: list[_Unit], decoding: Decoding
+        self, units: list[_Unit], decoding: Decoding, step: Callable[[int], None] | None = None
     ) -> Iterator[tuple[dict[tuple[str, int], Completion], int]]:
         """Decode packed batches; on out-of-memory halve the batch, remember the limit, retry."""
         queue = deque(self._pack(units, decoding.max_tokens))
@@ -193,7 +194,7 @@ class TransformersBackend:
                 queue.extendleft(reversed(_halve(batch)))
                 continue
             try:
-                result = self._decode_batch(batch, decoding)
+                result = self._decode_batch(batch, decoding, step)
             except OutOfMemory as error:
                 if rows == 1:
                     raise BackendError(
@@ -229,20 +230,23 @@ class TransformersBackend:
             batches.append(batch)
         return batches
 
-    def _decode_batch(self, batch: list[_Unit], decoding: Decoding) -> tuple[dict[tuple[str, int], Completion], int]:
+    def _decode_batch(self, batch: list[_Unit], decoding: Decoding, step: Callable[[int], None] | None = None
+                      ) -> tuple[dict[tuple[str, int], Completion], int]:
         rows = _rows(batch)
         if self.spec.max_batch_rows is not None and rows > self.spec.max_batch_rows:
             raise OutOfMemory(f"{rows} rows exceed max_batch_rows={self.spec.max_batch_rows}")
         try:
             with torch.inference_mode():
-                return self._sample(batch, decoding)
+                return self._sample(batch, decoding, step)
         except RuntimeError as error:
             if _is_oom(error):
                 raise OutOfMemory(str(error)) from error
             raise
 
-    def _sample(self, batch: list[_Unit], decoding: Decoding) -> tuple[dict[tuple[str, int], Completion], int]:
-        """Prefill each prompt once, fan out to one row per sample, decode until every row finishes."""
+    def _sample(self, batch: list[_Unit], decoding: Decoding, on_step: Callable[[int], None] | None = None
+                ) -> tuple[dict[tuple[str, int], Completion], int]:
+        """Prefill each prompt once, fan out to one row per sample, decode until every row finishes;
+        ``on_step(k)`` after each decoding step that added k tokens (progress)."""
         device, max_tokens = self.device, decoding.max_tokens
         input_ids, mask = self._left_pad([u.ids for u in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -272,10 +276,12 @@ class TransformersBackend:
             step_uniforms = None if uniforms is None else uniforms[present, step]
             chosen = choose_tokens(logits, decoding, step_uniforms)
             check: list[int] = []
+            added = 0
             for row, token in zip(present, chosen.tolist()):
                 if finish[row] is not None:
                     continue
                 tokens[row].append(token)
+                added += 1
                 if token in self.eos_token_ids:
                     finish[row] = "eos"
                 elif len(tokens[row]) == max_tokens:
@@ -287,6 +293,8 @@ class TransformersBackend:
                 for row, tail in zip(check, tails):
                     if any(s in tail for s in decoding.stop) and self._stop_at(tokens[row], decoding) is not None:
                         finish[row] = "stop"
+            if on_step is not None:
+                on_step(added)
             live = [i for i, row in enumerate(present) if finish[row] is None]
             if not live:
                 break

@@ -11,6 +11,7 @@ prompt reuses them.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from aldsl.backends.base import Decoding, ServerSpec
@@ -65,8 +66,9 @@ class _Builder:
         decoding = Decoding(temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
                             max_tokens=p["max_tokens"], stop=tuple(p["stop"]), seed=p["seed"])
         server = ServerSpec(**{k: p[k] for k in SERVER_PARAMS}) if p["backend"] == "openai" else None
+        adapter = str(Path(p["adapter"]).expanduser().resolve()) if p["adapter"] else None
         return specs.ModelGenerator(name, p["name"], decoding, p["backend"], p["device"], p["dtype"],
-                                    f"finetune:{finetune}" if finetune else None, server=server)
+                                    f"finetune:{finetune}" if finetune else None, adapter, server=server)
 
     def prompter(self, name: str, decls: dict[str, dict[str, Any]], users: set[str]) -> specs.Prompter:
         p = decls[name]

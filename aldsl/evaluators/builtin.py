@@ -11,7 +11,7 @@ import math
 import re
 import string
 from functools import lru_cache
-from aldsl.errors import UserError
+from aldsl.errors import UserError, require
 from typing import Any, Callable, Mapping, Sequence
 
 from aldsl.ops.answers import extract
@@ -95,9 +95,8 @@ def contains(
 
 @lru_cache(maxsize=1)
 def _vader() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
+    vader = require("vaderSentiment.vaderSentiment", "sentiment", "the sentiment evaluator")
+    return vader.SentimentIntensityAnalyzer()
 
 
 def sentiment(

@@ -23,7 +23,7 @@ import torch
 
 from aldsl.backends.registry import quiet_loading
 from aldsl.backends.torch_utils import autocast_dtype, lora_targets
-from aldsl.errors import UserError
+from aldsl.errors import UserError, require
 
 MAX_TOKENS = 2048  # longest training sequence (prompt + target); longer ones lose their tail
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -227,11 +227,8 @@ def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Pr
     ``reference`` is the frozen pi_ref (None with a LoRA model: the base without its adapter)."""
     import tempfile
 
-    try:
-        from datasets import Dataset
-        from trl import DPOConfig, DPOTrainer
-    except ImportError:
-        raise UserError("dpo() fine-tuning trains with TRL's DPOTrainer: pip install 'aldsl[dpo]'") from None
+    trl = require("trl", "dpo", "dpo() fine-tuning (TRL's DPOTrainer)")
+    Dataset = require("datasets", "dpo", "dpo() fine-tuning").Dataset
     from transformers import TrainerCallback
 
     if not pairs:
@@ -249,13 +246,13 @@ def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Pr
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        args = DPOConfig(output_dir=tmp, per_device_train_batch_size=min(settings.batch, len(rows)),
+        args = trl.DPOConfig(output_dir=tmp, per_device_train_batch_size=min(settings.batch, len(rows)),
                          max_steps=settings.steps, learning_rate=settings.lr, beta=beta, max_grad_norm=settings.clip,
                          seed=settings.seed, data_seed=settings.seed, report_to=[], save_strategy="no",
                          logging_strategy="steps", logging_steps=1, disable_tqdm=True, use_cpu=device.type != "cuda",
                          bf16=autocast_dtype(device) == torch.bfloat16, max_length=MAX_TOKENS, optim="adamw_torch",
                          dataloader_num_workers=0)
-        trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
+        trainer = trl.DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[Record()])
         trainer.train()
     model.eval()

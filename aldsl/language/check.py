@@ -505,6 +505,21 @@ class Checker:
             self.error(f"'{given[0]}' of generator '{d.name}' is for backend = openai, not {d.params['backend']}",
                        d.param_pos[given[0]], "add backend = openai (a model behind a server), or remove it")
         self._check_model(d, "name")
+        self._check_adapter(d)
+
+    def _check_adapter(self, d: CheckedDecl) -> None:
+        adapter = d.params.get("adapter")
+        if adapter is None:
+            return
+        where = d.param_pos.get("adapter", d.pos)
+        if d.params.get("finetune") is not None:
+            self.error(f"generator '{d.name}': adapter and finetune both choose the weights", where,
+                       "keep one: adapter = a folder trained before, or finetune = a fine-tuning this program trains")
+        elif not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            self.error(f"generator '{d.name}': adapter {adapter!r} is not a PEFT adapter folder (no "
+                       "adapter_config.json there)", where,
+                       "name the folder that save_pretrained() of a PEFT model wrote; a fully fine-tuned model folder "
+                       "is named as the model itself: model(\"path/to/folder\")")
 
     def _rule_generator_model_device(self, d: CheckedDecl) -> None:
         device = d.params["device"]

@@ -188,6 +188,8 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("stop", STRS, [], "stop strings", searchable=False),
         Param("seed", t_int(0), 0, "sampling seed"),
         Param("finetune", t_or(t_ref("finetune"), NONE), None, "fine-tuning of theta applied before use"),
+        Param("adapter", t_or(STR, NONE), None, "an existing LoRA/PEFT adapter folder (adapter_config.json) applied "
+              "to the model", searchable=False),
         Param("device", STR, "auto", "auto, cpu, cuda or cuda:N", searchable=False),
         Param("dtype", t_enum("auto", "float32", "bfloat16", "float16"), "auto", "weights dtype", searchable=False),
         Param("base_url", t_or(STR, NONE), None, "backend = openai: the API root, e.g. \"http://127.0.0.1:8000/v1\"; "

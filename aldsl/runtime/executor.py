@@ -19,7 +19,7 @@ from aldsl.ops.select import select
 from aldsl.rewards.base import RewardItem
 from aldsl.runtime.session import Session
 from aldsl.runtime.traces import Candidate, RunResult, Trace
-from aldsl.store.data import load
+from aldsl.store.data import as_text, load
 from aldsl.store.hashing import content_hash
 
 Records = Sequence[dict[str, Any]]
@@ -70,6 +70,9 @@ class Executor:
             self.node_seconds[node] = time.perf_counter() - t0
         after = self.session.stats()
         stats = {k: after[k] - before.get(k, 0) for k in after}
+        if self.session.cache is None:  # no cache wrapper counts them: every candidate of the chain is new
+            stats["generated_tokens"] = sum(c.tokens for t in self.traces for c in t.candidates if not c.cached)
+            stats["misses"] = sum(not c.cached for t in self.traces for c in t.candidates)
         stats.update(seconds=time.perf_counter() - start, queries=len(records),
                      tokens_per_query=sum(t.generated_tokens for t in self.traces) / len(records),
                      node_seconds=self.node_seconds)
@@ -146,7 +149,9 @@ class Executor:
                 owners.append((trace, parent))
         if not requests:
             return
-        with self.session.reporter.task(f"{node}: {len(requests)} prompts x {L}", total=len(requests)) as advance:
+        budget = len(requests) * L * gen.decoding.max_tokens
+        with self.session.reporter.task(f"{node}: {len(requests)} prompts x {L}", total=len(requests),
+                                        budget=budget) as advance:
             outputs = backend.generate(requests, gen.decoding, progress=lambda n, tokens: advance(n, tokens=tokens))
         for (trace, parent), completions in zip(owners, outputs):
             head = _line_prefix(trace.candidates[parent].text) if parent is not None else trace.prefill
@@ -215,14 +220,23 @@ def _value(reward: float | None) -> float:
     return float("-inf") if reward is None or reward != reward else reward
 
 
-def inputs_to_records(inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Plain query strings (or dicts with an ``x``) as executor records."""
+def inputs_to_records(inputs: Sequence[str | dict[str, Any]], input_field: str = "x",
+                      target_field: str | None = None) -> list[dict[str, Any]]:
+    """Plain query strings, or dicts with an ``x`` (or the data's ``input_field``) and optionally a ``y``
+    (or the data's ``target_field``), as executor records."""
     out = []
     for i, item in enumerate(inputs):
         if isinstance(item, str):
             out.append({"id": str(i), "x": item, "y": None, "demo": None})
-        elif isinstance(item, dict) and "x" in item:
-            out.append({"id": str(item.get("id", i)), "y": None, "demo": None, **item})
+        elif isinstance(item, dict) and ("x" in item or input_field in item):
+            record = {"id": str(item.get("id", i)), "y": None, "demo": None, **item}
+            record.setdefault("x", item.get(input_field))
+            if record["y"] is None and target_field is not None and item.get(target_field) is not None:
+                record["y"] = item[target_field]
+            record["x"] = as_text(record["x"])
+            record["y"] = None if record["y"] is None else as_text(record["y"])
+            out.append(record)
         else:
-            raise UserError(f"input {i} must be a string or a dict with an 'x' field, got {type(item).__name__}")
+            raise UserError(f"input {i} must be a string or a dict with an 'x' (or {input_field!r}) field, got "
+                            f"{type(item).__name__}")
     return out

@@ -68,16 +68,25 @@ class RunResult:
     stats: dict[str, Any]
     values: dict[str, Any]
 
+    @property
+    def answers(self) -> list[str]:
+        """Each query's answer, in input order."""
+        return [t.answer for t in self.traces]
+
     def per_query(self, evaluator: str) -> list[float]:
         return [t.scores[evaluator] for t in self.traces]
 
     def tokens_per_query(self) -> float:
         return sum(t.generated_tokens for t in self.traces) / max(len(self.traces), 1)
 
-    def to_jsonl(self, path: str | Path) -> Path:
+    def to_jsonl(self, path: str | Path, traces: bool = True) -> Path:
+        """One JSON line per query: its whole trace, or (``traces=False``) its id, input, answer, target and
+        scores."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         with p.open("w", encoding="utf-8") as f:
             for t in self.traces:
-                f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
+                line = t.to_json() if traces else {"id": t.id, "x": t.x, "answer": t.answer, "y": t.record.get("y"),
+                                                   "scores": t.scores}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
         return p

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from aldsl.errors import UserError
+from aldsl.errors import UserError, require
 from typing import Any, Iterator, Mapping
 
 SPLIT_NAMES = ("train", "dev", "test")
@@ -256,13 +256,7 @@ def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _read_hf_disk(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"data source {path} is a Hugging Face dataset on disk, which needs the 'datasets' "
-            "package: pip install datasets"
-        ) from None
+    datasets = require("datasets", "hf", f"data source {path} (a Hugging Face dataset on disk)")
     loaded = datasets.load_from_disk(str(path))
     parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     rows = []
@@ -274,7 +268,8 @@ def _read_hf_disk(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A field value as text: strings as they are, anything else as canonical JSON."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
@@ -293,16 +288,16 @@ def _normalise(spec: DataSpec, path: Path, rows: list[tuple[str, dict[str, Any]]
     seen: dict[str, str] = {}
     records = []
     for index, (where, raw) in enumerate(rows):
-        record_id = _as_text(raw.get("id", index))
+        record_id = as_text(raw.get("id", index))
         if record_id in seen:
             raise DataError(
                 f"{path}: id {record_id!r} at {where} repeats the id at {seen[record_id]}; ids must be unique"
             )
         seen[record_id] = where
-        x = _as_text(_get(path, where, raw, spec.input, "input"))
+        x = as_text(_get(path, where, raw, spec.input, "input"))
         target = None if spec.target is None else _get(path, where, raw, spec.target, "target")
-        y = None if target is None else _as_text(target)
-        demo = y if spec.demo is None else _as_text(_get(path, where, raw, spec.demo, "demo"))
+        y = None if target is None else as_text(target)
+        demo = y if spec.demo is None else as_text(_get(path, where, raw, spec.demo, "demo"))
         if isinstance(spec.split, str):
             part = _get(path, where, raw, spec.split, "split")
             if not isinstance(part, str) or not part:
@@ -330,6 +325,22 @@ def _split(spec: DataSpec, records: list[dict[str, Any]]) -> dict[str, list[dict
         splits[name] = [records[i] for i in sorted(order[start:end])]
         start = end
     return splits
+
+
+def read_inputs(path: str | Path, spec: DataSpec) -> list[dict[str, Any]]:
+    """New records to run on (``aldsl run --input``): a .jsonl or .csv file read with the input field of
+    the program's data ``spec``. When every record also has the target field, records keep it as ``y``
+    (and can be scored); otherwise ``y`` is None."""
+    p = Path(path).expanduser()
+    kind = {".jsonl": "jsonl", ".csv": "csv"}.get(p.suffix.lower())
+    if kind is None:
+        raise DataError(f"input file {p}: name a .jsonl or .csv file (one record per line or row)")
+    if not p.is_file():
+        raise DataError(f"input file {p} not found; check the path")
+    rows = _read(kind, p)
+    target = spec.target if spec.target is not None and all(spec.target in raw for _, raw in rows) else None
+    plain = DataSpec(kind, str(p), input=spec.input, target=target, name=spec.name)
+    return _normalise(plain, p, rows)
 
 
 def first_record_fields(kind: str, path: str | Path) -> set[str] | None:

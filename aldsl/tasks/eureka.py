@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import gymnasium
 import numpy as np
 
+from aldsl.errors import require
 from aldsl.isolation.sandbox import (Candidate, CandidateError, extract_python, finite_number,
                                      run_sandboxed)
+
+gymnasium = require("gymnasium", "eureka", "the Eureka task (CartPole)")
 
 ENV_ID = "CartPole-v1"
 MAX_STEPS = 500
