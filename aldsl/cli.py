@@ -8,7 +8,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -63,7 +63,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     g = compiled.graph
     console.print(f"[green]ok[/] {args.file}: program {compiled.name!r}, {g.number_of_nodes()} nodes, "
                   f"{len(compiled.search_space)} search parameters")
+    _print_auto(compiled)
     return 0
+
+
+def _print_auto(compiled: Any) -> None:
+    """space = auto: the proposed space and why."""
+    reasons = compiled.graph.graph.get("auto_space") or []
+    if reasons:
+        console.print("space = auto proposed:\n" + "\n".join(f"  - {r}" for r in reasons))
+        console.print("  searched: " + ", ".join(f"{p.name} {p.describe()}" for p in compiled.search_space))
 
 
 @command
@@ -106,6 +115,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for p in compiled.search_space:
         space.add_row(p.name, p.kind, p.describe(), str(p.default), ", ".join(p.targets))
     console.print(space)
+    _print_auto(compiled)
     return 0
 
 
