@@ -195,6 +195,14 @@ def print_optimize(result) -> None:
     d = result.extra.get("difference")
     if d:
         console.print(f"{d['label']}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
+    from aldsl.optimizers.report import verdict
+
+    said = verdict(result)
+    if said:
+        console.print(said.replace("**", ""), markup=False)
+    for note in result.notes:
+        if note.startswith("Budget:"):
+            console.print(note, markup=False)
     changed = {k: v for k, v in result.values.items() if result.defaults.get(k) != v}
     if changed:
         console.print("changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()), markup=False)

@@ -17,8 +17,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import Trial, TrialState
@@ -83,7 +84,8 @@ class OptunaSearch:
                                         f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:
                     result.ran = search.run_budget(
                         study, budget, self._objective(minibatch, advance),
-                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker)
+                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker,
+                        stop=self._stop(study, len(minibatch), len(pool), result))
                 self._join(procs, result)
                 taken = None if self.worker else claim.take(study)
                 if not isinstance(taken, claim.Claim):
@@ -113,6 +115,35 @@ class OptunaSearch:
         return result
 
     # ---- pieces
+    def _stop(self, study: optuna.Study, minibatch: int, pool: int, result: OptimizeResult) -> Callable[[], str | None]:
+        """The budget check between trials: stop when the next trial plus promotion, the reproduction and the
+        report (estimated from the seconds per query of the trials so far) would pass ``budget`` seconds,
+        or when the trials have generated ``budget`` tokens."""
+        s, start = self.s, time.monotonic()
+
+        def stop() -> str | None:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            reason = None
+            if s.budget_tokens is not None:
+                used = sum(sum(t.user_attrs.get("tokens") or []) for t in complete)
+                if used >= s.budget_tokens:
+                    reason = f"the token budget ({s.budget_tokens}) was spent: the trials generated {used} tokens"
+            if s.budget_s is not None:
+                rates = sorted(t.user_attrs["seconds"] / max(1, len(t.user_attrs.get("scores") or [])) for t in complete
+                               if t.user_attrs.get("seconds"))
+                per_query = rates[len(rates) // 2] if rates else 0.0
+                tail = per_query * (minibatch + s.promote * pool + pool + 2 * (s.report_queries or pool))
+                elapsed = time.monotonic() - start
+                if elapsed + tail > s.budget_s:
+                    reason = (f"the time budget ({s.budget_s / 60:.1f} min) would be passed: {elapsed / 60:.1f} min "
+                              f"spent, about {tail / 60:.1f} min more for a trial, promotion and the report")
+            if reason:
+                result.notes.append(f"Budget: the search stopped after {len(complete)} complete trials (of "
+                                    f"trials = {s.trials}): {reason}.")
+            return reason
+
+        return stop
+
     def _records(self, split: str) -> list[dict[str, Any]]:
         return Executor(self.compiled.program_graph, self.session).records(split)
 

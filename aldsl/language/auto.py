@@ -29,7 +29,7 @@ from aldsl.store.data import DataError, DataSpec, load
 
 TEMPLATES = ("zero_shot", "cot", "direct")
 MAX_DEMOS, MAX_SAMPLES, SAMPLE_TEMPERATURE = 3, 4, 0.7
-TRAIN_QUERIES, FINETUNE_STEPS = 32, 30
+TRAIN_QUERIES, FINETUNE_STEPS = 32, 20
 WORKED = 0.5  # a demo field holds worked solutions when it is longer than the answer in this share of records
 
 
