@@ -126,7 +126,27 @@ def propose(checked: Checked) -> tuple[ast.Program, list[str]]:
                                 "(the data has a train split)")
     if not prop.edits:
         prop.reasons.append("nothing to add: every parameter auto proposes is written in the program")
+    else:
+        prop.reasons.append("start: after the defaults, the search tries the recipe the data suggests: "
+                            f"{RECIPE_TEXT}")
     return parse(prop.text(), program.path), prop.reasons
+
+
+RECIPE_TEXT = "theta fine-tuned, then best of 4 samples at temperature 0.7 by majority vote"
+
+
+def recipe(checked: Checked, space_names: list[str]) -> dict[str, Any]:
+    """The second trial of an auto search (the paper's Fig. 1: fine-tune theta, then sample L and select):
+    the proposed fine-tuning, 4 samples at 0.7, majority; only values the auto space searches."""
+    flow = checked.flow
+    gen = _existing(flow.params["generator"])
+    values: dict[str, Any] = {f"{flow.name}.samples": MAX_SAMPLES, f"{flow.name}.select": "majority"}
+    if gen:
+        values[f"{gen}.temperature"] = SAMPLE_TEMPERATURE
+        thetas = [d.name for d in checked.of_kind("finetune") if d.name.startswith("auto_")]
+        if thetas:
+            values[f"{gen}.finetune"] = thetas[0]
+    return {k: v for k, v in values.items() if k in space_names}
 
 
 _REWARD_NAMES = {"worked": "orm", "answers": "orm", "demos": "discriminator", "preferences": "bt", "none": "critic"}
