@@ -167,6 +167,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     _print_warnings(compiled)
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
     session = Session(reporter=Reporter(enabled=not args.quiet))
+    if args.plan:
+        from aldsl.optimizers.plan import plan
+        from aldsl.optimizers.settings import Settings
+
+        settings = Settings.resolve(compiled, Path(args.out) / compiled.name, args.trials, args.storage, args.study,
+                                    args.seed)
+        for line in plan(compiled, settings, session).lines:
+            console.print(line, markup=False)
+        return 0
     result = optimize(compiled, session=session, out_dir=args.out, trials=args.trials, storage=args.storage,
                       study=args.study, seed=args.seed, workers=args.workers, worker=args.worker,
                       pinned=pinned)
@@ -278,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "out, then exit; one process without --worker promotes and reports (docs/scaling.md)")
     p.add_argument("--search-only", dest="worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plan", action="store_true", help="measure throughput on a few queries and print the estimated "
+                   "cost of a trial, the fits and the whole run; search nothing")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("fit", help="train (or reuse) the program's reward models and print held-out metrics")

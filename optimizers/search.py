@@ -311,7 +311,11 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state in FINISHED]
         scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
-        advance(min(len(done), budget) - shown, **({"best": f"{max(scores):.3f}"} if scores else {}))
+        fields = {"best": f"{max(scores):.3f}"} if scores else {}
+        seconds = sorted(float(t.user_attrs["seconds"]) for t in done if t.user_attrs.get("seconds"))
+        if seconds and len(done) < budget:  # the median trial times the trials left (search only)
+            fields["eta"] = f"{seconds[len(seconds) // 2] * (budget - len(done)) / 60:.1f} min"
+        advance(min(len(done), budget) - shown, **fields)
         shown = min(len(done), budget)
         if len(done) >= budget or (scores and stop is not None and stop()):
             return ran

@@ -158,3 +158,30 @@ def test_a_bad_budget_is_an_error_before_any_work(tmp_path, isolated_cache):
     with pytest.raises(UserError, match="budget = 'soon'"):
         optimize(aldsl.compile(path), session=Session(), out_dir=tmp_path / "out")
 
+
+
+def test_plan_measures_and_estimates_without_searching(tmp_path, isolated_cache, tiny_model_dir, capsys):
+    from aldsl.cli import main
+
+    path = program(tmp_path, "worked", tiny_model_dir, extra=', budget = "5m"')
+    assert main(["optimize", str(path), "--plan", "--quiet", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "measured: 4 dev queries" in out and "tokens/s" in out and "a trial: 4 queries x L up to 4" in out
+    assert "fit auto_orm (outcome)" in out and "whole run (3 trials)" in out and "budget 5.0 min" in out
+    assert not (tmp_path / "out" / "auto_worked" / "study.db").exists()
+
+
+def test_the_second_task_is_answer_only_and_gets_rationales(tmp_path, tiny_model_dir):
+    from aldsl.tasks.twostep import make_twostep
+
+    rows = make_twostep(60, seed=3)
+    assert rows == make_twostep(60, seed=3) and len({r["question"] for r in rows}) == 60
+    assert all(set(r) == {"id", "question", "answer"} and int(r["answer"]) >= 0 for r in rows)
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = PROGRAM.format(kind="twostep", fields=', target = "answer"', model=tiny_model_dir,
+                          evaluator="numeric_match()", extra="").replace(', split = "split"', "")
+    path = tmp_path / "twostep.alp"
+    path.write_text(text)
+    compiled = aldsl.compile(path)
+    assert "rejection(d.train" in compiled.checked.program.source
+    assert compiled.search_space["g.finetune"].choices == (None, "auto_rationales")
