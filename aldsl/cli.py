@@ -9,7 +9,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -65,7 +65,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     g = compiled.graph
     console.print(f"[green]ok[/] {args.file}: program {compiled.name!r}, {g.number_of_nodes()} nodes, "
                   f"{len(compiled.search_space)} search parameters")
+    _print_auto(compiled)
     return 0
+
+
+def _print_auto(compiled: Any) -> None:
+    """space = auto: the proposed space and why."""
+    reasons = compiled.graph.graph.get("auto_space") or []
+    if reasons:
+        console.print("space = auto proposed:\n" + "\n".join(f"  - {r}" for r in reasons))
+        console.print("  searched: " + ", ".join(f"{p.name} {p.describe()}" for p in compiled.search_space))
 
 
 @command
@@ -109,6 +118,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for p in compiled.search_space:
         space.add_row(p.name, p.kind, p.describe(), "none" if p.default is None else str(p.default), ", ".join(p.targets))
     console.print(space)
+    _print_auto(compiled)
     return 0
 
 
@@ -191,6 +201,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     _print_warnings(compiled)
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}
     session = Session(reporter=Reporter(enabled=not args.quiet))
+    if args.plan:
+        from aldsl.optimizers.plan import plan
+        from aldsl.optimizers.settings import Settings
+
+        settings = Settings.resolve(compiled, Path(args.out) / compiled.name, args.trials, args.storage, args.study,
+                                    args.seed)
+        for line in plan(compiled, settings, session).lines:
+            console.print(line, markup=False)
+        return 0
     result = optimize(compiled, session=session, out_dir=args.out, trials=args.trials, storage=args.storage,
                       study=args.study, seed=args.seed, workers=args.workers, worker=args.worker,
                       pinned=pinned)
@@ -240,6 +259,14 @@ def print_optimize(result) -> None:
     d = result.extra.get("difference")
     if d:
         console.print(f"{d['label']}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
+    from aldsl.optimizers.report import verdict
+
+    said = verdict(result)
+    if said:
+        console.print(said.replace("**", ""), markup=False)
+    for note in result.notes:
+        if note.startswith("Budget:"):
+            console.print(note, markup=False)
     changed = {k: v for k, v in result.values.items() if result.defaults.get(k) != v}
     if changed:
         console.print("changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()), markup=False)
@@ -371,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(needs aldsl[track]); default store: ./mlruns")
     p.add_argument("--track-uri", help="the tracking store (default: ./mlruns: sqlite:///mlruns/mlflow.db)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plan", action="store_true", help="measure throughput on a few queries and print the estimated "
+                   "cost of a trial, the fits and the whole run; search nothing")
     p = sub.add_parser("reward", help="trained reward models: `aldsl reward fit FILE` trains them, prints metrics")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("fit", help="train (or reuse) the program's reward models and print held-out metrics")

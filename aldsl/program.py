@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
+from aldsl.language import auto
 from aldsl.language.check import Checked, check
 from aldsl.compiler.builder import compile_checked
 from aldsl.errors import UserError
@@ -111,12 +112,18 @@ def compile(path_or_source: str | Path, values: Mapping[str, Any] | None = None)
                                                      re.match(r"\s*program\s", path_or_source) is not None)
     program = parse(path_or_source) if is_source else parse_file(path_or_source)
     checked = check(program)
+    reasons: list[str] = []
+    if auto.requested(checked):  # space = auto: the proposed space is written into the program text
+        program, reasons = auto.propose(checked)
+        checked = check(program)
+        checked.auto = reasons
     searched = set(extract(checked).names)
     values = dict(values or {})
     overrides = {k: v for k, v in values.items() if k not in searched}
     if overrides:
         checked = check(apply_overrides(program, overrides))
         checked.program, checked.overrides = program, overrides  # the source as written, and what --set changed
+        checked.auto = reasons
         values = {k: v for k, v in values.items() if k in searched}
     graph, space = compile_checked(checked, values)
     return CompiledProgram(graph, space, checked)

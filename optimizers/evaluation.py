@@ -32,6 +32,7 @@ class Evaluation:
     tokens: list[int]
     seconds: float = 0.0
     templates: list[str] = field(default_factory=list)
+    fit_seconds: float = 0.0  # of ``seconds``: training or loading the reward models and fine-tunings
 
     @property
     def mean(self) -> float:
@@ -74,7 +75,7 @@ def evaluate(program: CompiledProgram, records: Sequence[dict[str, Any]], sessio
     """
     start = time.perf_counter()
     prepare_resources(program.program_graph, session)
-    out = Evaluation([], [], [], templates=[])
+    out = Evaluation([], [], [], templates=[], fit_seconds=time.perf_counter() - start)
     size = max(1, -(-len(records) // max(1, chunks)))
     with forward_tokens(session, advance):
         for step, first in enumerate(range(0, len(records), size)):

@@ -17,8 +17,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import Trial, TrialState
@@ -76,14 +77,18 @@ class OptunaSearch:
         try:
             with forbid_splits(s.report), search.optuna_quiet():
                 if not study.get_trials(deepcopy=False) and s.sampler != "grid":
-                    study.enqueue_trial({p.name: p.default for p in self.params}, user_attrs={"defaults": True},
-                                        skip_if_exists=True)
+                    defaults = {p.name: p.default for p in self.params}
+                    study.enqueue_trial(defaults, user_attrs={"defaults": True}, skip_if_exists=True)
+                    start = self._auto_start(defaults)
+                    if start and budget > 1:
+                        study.enqueue_trial(start, user_attrs={"auto_start": True}, skip_if_exists=True)
                 procs = self._spawn_workers(budget)
                 with self.reporter.task(f"search: {budget} trials, {len(minibatch)} {s.on} queries each "
                                         f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:
                     result.ran = search.run_budget(
                         study, budget, self._objective(minibatch, advance),
-                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker)
+                        sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker,
+                        stop=self._stop(study, len(minibatch), len(pool), result))
                 self._join(procs, result)
                 taken = None if self.worker else claim.take(study)
                 if not isinstance(taken, claim.Claim):
@@ -113,6 +118,50 @@ class OptunaSearch:
         return result
 
     # ---- pieces
+    def _auto_start(self, defaults: dict[str, Any]) -> dict[str, Any] | None:
+        """space = auto: the recipe the data suggests (aldsl.language.auto.recipe), tried second."""
+        from aldsl.language.auto import recipe
+
+        checked = self.compiled.checked
+        if self.s.space != "auto" or checked is None:
+            return None
+        start = {**defaults, **{k: v for k, v in recipe(checked, [p.name for p in self.params]).items()}}
+        return start if start != defaults else None
+
+    def _stop(self, study: optuna.Study, minibatch: int, pool: int, result: OptimizeResult) -> Callable[[], str | None]:
+        """The budget check between trials: stop when the next trial plus promotion, the reproduction and the
+        report (estimated from the seconds per query of the trials so far) would pass ``budget`` seconds,
+        or when the trials have generated ``budget`` tokens."""
+        s, start = self.s, time.monotonic()
+
+        def stop() -> str | None:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            reason = None
+            if s.budget_tokens is not None:
+                used = sum(sum(t.user_attrs.get("tokens") or []) for t in complete)
+                if used >= s.budget_tokens:
+                    reason = f"the token budget ({s.budget_tokens}) was spent: the trials generated {used} tokens"
+            if s.budget_s is not None:
+                # the first trial also loaded the model: only later ones are timed (after one trial, only
+                # the clock counts)
+                timed = [t for t in complete if t.user_attrs.get("seconds")][1:]
+                trial_s = _median([t.user_attrs["seconds"] for t in timed])
+                per_query = _median([(t.user_attrs["seconds"] - t.user_attrs.get("fit_seconds", 0.0)) /
+                                     max(1, len(t.user_attrs.get("scores") or [])) for t in timed])
+                # the next trial (with its fits); promotion re-scores only the queries beyond the minibatch
+                # (the rest is cached, as is the reproduction); the report runs the defaults and the winner
+                tail = trial_s + per_query * (s.promote * max(0, pool - minibatch) + 2 * (s.report_queries or pool))
+                elapsed = time.monotonic() - start
+                if elapsed + tail > s.budget_s:
+                    reason = (f"the time budget ({s.budget_s / 60:.1f} min) would be passed: {elapsed / 60:.1f} min "
+                              f"spent, about {tail / 60:.1f} min more for a trial, promotion and the report")
+            if reason:
+                result.notes.append(f"Budget: the search stopped after {len(complete)} complete trials (of "
+                                    f"trials = {s.trials}): {reason}.")
+            return reason
+
+        return stop
+
     def _records(self, split: str) -> list[dict[str, Any]]:
         return Executor(self.compiled.program_graph, self.session).records(split)
 
@@ -165,6 +214,7 @@ class OptunaSearch:
             trial.set_user_attr("scores", ev.scores)
             trial.set_user_attr("tokens", ev.tokens)
             trial.set_user_attr("seconds", ev.seconds)
+            trial.set_user_attr("fit_seconds", ev.fit_seconds)
             return (ev.mean, ev.tokens_per_query) if s.cost else ev.mean
 
         return objective
@@ -313,6 +363,10 @@ class OptunaSearch:
                                                ["Written by `aldsl optimize`: the program had nothing to search."])
         write_report(result)
         return result
+
+
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2] if xs else 0.0
 
 
 def _tokens(t: optuna.trial.FrozenTrial) -> float:

@@ -21,13 +21,37 @@ RESAMPLES = 2000
 
 
 def bootstrap_ci(scores: Sequence[float], seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over queries (seeded)."""
+    """Percentile bootstrap interval of the mean over queries (seeded; scipy.stats.bootstrap)."""
+    from scipy.stats import bootstrap
+
     if not scores:
         return (0.0, 0.0)
     x = np.asarray(scores, dtype=float)
-    means = x[np.random.default_rng(seed).integers(0, len(x), (RESAMPLES, len(x)))].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    if len(x) < 2 or np.all(x == x[0]):  # no spread: every resample has the same mean
+        return float(x.mean()), float(x.mean())
+    ci = bootstrap((x,), np.mean, confidence_level=level, n_resamples=RESAMPLES, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def verdict(result: "OptimizeResult") -> str | None:
+    """The result in words: whether the defaults won, and whether the held-out difference is clear."""
+    d = result.extra.get("difference")
+    if d is None:
+        return None
+    changed = [k for k, v in result.values.items() if result.defaults.get(k) != v]
+    if not changed:
+        return (f"**The defaults won**: no trial beat the program as written on {result.settings.get('on', 'dev')}, "
+                "so the optimized program is the defaults. More trials, a larger minibatch or a wider space "
+                "(space = auto) may find better.")
+    where = f"on the held-out {d['split']} split ({d['n']} queries)"
+    if d["lo"] > 0:
+        return f"**The optimized program is better than the defaults** {where}: {d['mean']:+.3f}, the 95% CI is above zero."
+    if d["hi"] < 0:
+        return (f"**The optimized program is worse than the defaults** {where}: {d['mean']:+.3f}, the 95% CI is below "
+                "zero (the dev minibatch misled the search; use more queries).")
+    return (f"**No clear difference** {where}: {d['mean']:+.3f}, and the 95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}] "
+            "includes zero.")
 
 
 def paired_difference(a: Evaluation, b: Evaluation, seed: int) -> tuple[float, float, float]:
@@ -126,7 +150,7 @@ def markdown(result: OptimizeResult) -> str:
         d = result.extra["difference"]
         out.append(f"{d['label']}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}], paired bootstrap "
                    f"over the {d['n']} {d['split']} queries).")
-        out.append("")
+        out += ["", verdict(result) or "", ""]
     changed = {k: v for k, v in result.values.items() if result.defaults.get(k) != v}
     if result.values:
         out += ["## Values", "", "| parameter | default | optimized |", "|---|---|---|"]
@@ -146,6 +170,11 @@ def markdown(result: OptimizeResult) -> str:
         out.append("")
     if result.plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result.plots] + [""]
+        complete = sum(t["state"] == "COMPLETE" for t in result.trials)
+        if any(Path(p).name == "importances.png" for p in result.plots):
+            out += [f"Parameter importances are fANOVA estimates from {complete} complete trials"
+                    + (": with so few trials they are rough, and a parameter the sampler rarely varied can look "
+                       "unimportant. Read them as hints, not measurements." if complete < 30 else "."), ""]
     out += ["## Protocol", ""]
     out += [f"- {line}" for line in result.extra.get("protocol", [])]
     if result.optimized:

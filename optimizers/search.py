@@ -285,13 +285,15 @@ def alive(pid: int) -> bool:
 
 
 def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], Any], *, sampler: Callable[[int], BaseSampler],
-               advance: Advance, wait: bool, poll_s: float = 2.0) -> int:
+               advance: Advance, wait: bool, poll_s: float = 2.0, stop: Callable[[], str | None] | None = None) -> int:
     """Run trials until ``budget`` trials of the study are finished; returns how many this process ran.
 
     ``wait``: also wait for trials other workers are running (the main process needs every trial
     finished before promotion); a search-only worker returns once the budget is handed out.
     ``sampler(slot)`` makes the sampler of the trial in that slot (the number of live trials before it).
     ``advance`` moves the progress bar to the number of finished trials, with the running best score.
+    ``stop()``: a reason to start no further trial (a wall-clock or token budget), asked once a trial is
+    complete; the search then ends with the trials it has.
     """
     ran, shown, current = 0, 0, -1
 
@@ -309,9 +311,13 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state in FINISHED]
         scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
-        advance(min(len(done), budget) - shown, **({"best": f"{max(scores):.3f}"} if scores else {}))
+        fields = {"best": f"{max(scores):.3f}"} if scores else {}
+        seconds = sorted(float(t.user_attrs["seconds"]) for t in done if t.user_attrs.get("seconds"))
+        if seconds and len(done) < budget:  # the median trial times the trials left (search only)
+            fields["eta"] = f"{seconds[len(seconds) // 2] * (budget - len(done)) / 60:.1f} min"
+        advance(min(len(done), budget) - shown, **fields)
         shown = min(len(done), budget)
-        if len(done) >= budget:
+        if len(done) >= budget or (scores and stop is not None and stop()):
             return ran
         waiting = any(t.state == TrialState.WAITING for t in trials)  # enqueued (the defaults): run it
         if len(live(trials)) >= budget and not waiting:

@@ -3,6 +3,7 @@ job every method runs (the one small contract of :data:`optimizers.run.METHODS`)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class Settings:
     storage: str
     study: str
     reward: str | None
+    budget_s: float | None = None  # budget = "20m": wall-clock seconds for the whole optimization
+    budget_tokens: int | None = None  # budget = "200k tokens": generated tokens of the trials
+    space: str = "declared"
 
     @staticmethod
     def resolve(compiled: CompiledProgram, folder: Path, trials: int | None, storage: str | None, study: str | None,
@@ -66,7 +70,8 @@ class Settings:
                         pruner=setting("pruner"), queries=setting("queries"), report_queries=setting("report_queries"),
                         minibatch=setting("minibatch"), promote=max(1, setting("promote")),
                         seed=setting("seed") if seed is None else seed, cost=bool(setting("cost")), storage=url,
-                        study=study or setting("study") or compiled.name, reward=spec.get("reward"))
+                        study=study or setting("study") or compiled.name, reward=spec.get("reward"),
+                        **_budget(spec.get("budget")), space=spec.get("space", "declared"))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "storage": redact(self.storage)}
@@ -85,3 +90,21 @@ class Job:
     pinned: dict[str, Any]
     workers: int = 1
     worker: bool = False
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+_SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def _budget(text: str | None) -> dict[str, Any]:
+    """``"20m"`` / ``"90s"`` / ``"1.5h"`` -> budget_s; ``"200k tokens"`` -> budget_tokens."""
+    if text is None:
+        return {}
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*tokens?\s*", text)
+    if m:
+        return {"budget_tokens": int(float(m.group(1)) * _SCALE[m.group(2).lower()])}
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", text)
+    if m and float(m.group(1)) > 0:
+        return {"budget_s": float(m.group(1)) * _UNITS[m.group(2)]}
+    raise UserError(f"optimize: budget = {text!r} is neither a time nor a token count; write e.g. budget = \"20m\", "
+                    "\"90s\", \"1h\" (wall clock) or budget = \"200k tokens\"")

@@ -60,7 +60,7 @@ def test_doc_lists_constructors(capsys):
     (["check", "nope.alp"], "no such file"),
     (["check", "programs"], "is a folder"),
     (["compile", "programs/quickstart.alp", "--set", "main.samples"], "write --set NAME=VALUE"),
-    (["compile", "programs/quickstart.alp", "--set", "main.samples=99"], "outside [1, 6]"),
+    (["compile", "programs/quickstart.alp", "--set", "main.samples=99"], "outside [1, 4]"),
     (["compile", "programs/quickstart.alp", "--set", "zzz=1"], "--set zzz: no declaration 'zzz'"),
     (["compile", "programs/quickstart.alp", "--set", "g.temprature=1"], "did you mean 'temperature'?"),
     (["compile", "programs/quickstart.alp", "--set", "g.max_tokens=0"], "'max_tokens' must be at least 1"),

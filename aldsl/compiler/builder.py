@@ -5,7 +5,8 @@ Resources (data sources, reward models, fine-tunings) are nodes too, with edges 
 that consume them. Every node carries its op and fully resolved parameters, so the graph runs
 without the source file. Reward models and fine-tunings are trained with the referenced
 generator and prompter at their *default* values, so a trial that changes decoding or the
-prompt reuses them.
+prompt reuses them; a fine-tuning is trained on prompts of the trial's prompter (the format the
+fine-tuned model is searched and run with).
 """
 
 from __future__ import annotations
@@ -189,7 +190,10 @@ class _Builder:
         if not isinstance(generator, specs.ModelGenerator):
             raise UserError(f"finetune {name!r}: generator {base!r} reads candidates from records; it has no "
                             "weights to fine-tune")
-        prompter = self.prompter(self._named(p.pop("prompter", None), flow["prompter"]), self.defaults, users)
+        # theta and psi coupled: the model is fine-tuned on prompts in the format the trial searches it with
+        # (the trial's prompter), never on a default prompt it is then not run with.
+        prompter = self.prompter(self._named(p.pop("prompter", None), self.trial[self.flow_name]["prompter"]),
+                                 self.trial, users)
         evaluator = self._flow_evaluator(p.pop("evaluator", None), self.defaults, users)
         reward = p.pop("reward", None)
         spec = specs.Finetune(name, kind, data, generator.base(), prompter, _plain(p), evaluator,
@@ -231,7 +235,8 @@ class _Builder:
             stops = [s for s in _demo_stops(prompter) if s not in gen.decoding.stop]
             if stops:
                 gen = gen.with_decoding(stop=(*gen.decoding.stop, *stops))
-        reward = f["reward"].name if isinstance(f["reward"], Link) else None
+        samples = effective_samples(gen, f["samples"])
+        reward = f["reward"].name if isinstance(f["reward"], Link) and reward_used(f, samples) else None
         reward_node = self.add_reward(reward) if reward else None
         finetune = gen.finetune if isinstance(gen, specs.ModelGenerator) else None
         finetune_node = self.add_finetune(finetune.split(":", 1)[1]) if finetune else None
@@ -241,7 +246,7 @@ class _Builder:
             ids = [g.chain(op, t) for op in CHAIN_OPS]
             g.add(ids[0], "prompt", specs.Prompt(prompter, t).to_json(), round=t,
                   uses=sorted(prompter_users | {self.flow_name}))
-            g.add(ids[1], "generate", specs.Generate(gen, f["samples"], t).to_json(), round=t,
+            g.add(ids[1], "generate", specs.Generate(gen, samples, t).to_json(), round=t,
                   uses=sorted(users | {self.flow_name}))
             g.add(ids[2], "reward", specs.Score(reward_node, t).to_json(), round=t,
                   uses=[self.flow_name] + ([reward] if reward else []))
@@ -265,6 +270,20 @@ class _Builder:
         g.g.add_edge("answer", "evaluate", flow="answers")
         g.g.add_edge("input", "evaluate", flow="records")
         return g
+
+
+def effective_samples(gen: specs.Generator, samples: int) -> int:
+    """L, or 1 for greedy decoding: greedy samples of one prompt are identical, so the other L - 1 would
+    only cost tokens (and select among copies gives the same answer)."""
+    greedy = isinstance(gen, specs.ModelGenerator) and gen.decoding.temperature == 0
+    return 1 if greedy else samples
+
+
+def reward_used(flow: Mapping[str, Any], samples: int) -> bool:
+    """Whether the flow's reward changes anything: it ranks the kept thoughts and feeds the history of
+    rounds t > 1, and ``select = argmax / weighted_vote`` reads it among several candidates. Otherwise
+    (one round, and one candidate or ``first`` / ``majority``) it is neither fitted nor called."""
+    return flow["rounds"] > 1 or (flow["select"] in ("argmax", "weighted_vote") and samples > 1)
 
 
 def _demo_stops(prompter: specs.Prompter) -> list[str]:
@@ -326,6 +345,7 @@ def compile_checked(checked: Checked, values: Mapping[str, Any] | None = None,
         "base_dir": str(checked.base_dir),
         "values": chosen,
         "search_space": space.to_json(),
+        "auto_space": list(checked.auto),
         "optimize": _optimize_spec(checked, builder),
     })))
     return graph, space
@@ -358,7 +378,8 @@ def _with_targets(p, graph: ProgramGraph, flow: str):
         ops = _FLOW_TARGETS.get(rest.split(".")[0], ())
         targets = [n for n, a in graph.g.nodes(data=True) if a["op"] in ops]
     else:
-        # resources are built from defaults: only their own declaration's values reach them
+        # rewards are built from defaults: only their own declaration's values reach them; a fine-tuning
+        # also takes the trial's prompter
         targets = [n for n, a in graph.g.nodes(data=True) if decl in a.get("uses", ())
-                   and (a["op"] not in ("reward_model", "finetune") or a["params"]["name"] == decl)]
+                   and (a["op"] != "reward_model" or a["params"]["name"] == decl)]
     return type(p)(**{**p.__dict__, "targets": tuple(targets)})

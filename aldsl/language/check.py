@@ -80,6 +80,7 @@ class Checked:
     decls: dict[str, CheckedDecl]
     warnings: list[Diagnostic]
     overrides: dict[str, Any] = field(default_factory=dict)  # --set values applied to the source's AST
+    auto: list[str] = field(default_factory=list)  # space = auto: why each proposed value (aldsl.language.auto)
 
     @property
     def name(self) -> str:

@@ -146,4 +146,6 @@ def _takes_flow_default(checked: Checked, d: Any, param: str, flow_value: str) -
         return d.ctor in TRAINED_REWARDS or (d.ctor == "critic" and param == "generator")
     if d.kind != "finetune":
         return False
-    return param == "prompter" or checked.generator_of(d.name) == flow_value
+    # a fine-tuning trains on the flow's prompter as pinned (theta and psi coupled), so only its generator
+    # keeps the defaults
+    return param == "generator" and checked.generator_of(d.name) == flow_value

@@ -144,7 +144,8 @@ def _finetune_common() -> tuple[Param, ...]:
               "the model to fine-tune, and its decoding for samples (default: the generator that lists this "
               "fine-tuning, at its defaults)"),
         Param("prompter", t_or(t_ref("prompter"), NONE), None,
-              "the prompter that formats its training examples (default: the flow's, at its defaults)"),
+              "the prompter that formats its training examples (default: the flow's, with the values the trial or "
+              "run uses: the model is fine-tuned on prompts in the format it runs with)"),
         Param("queries", t_int(0), 0, "train on at most this many records of its split (0: all)", searchable=False),
         Param("steps", t_int(1, 100000), 30, "optimizer steps"),
         Param("lr", t_float(0, 1, min_open=True), 5e-5, "learning rate (AdamW)"),
@@ -384,6 +385,12 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("storage", t_or(STR, NONE), None, "Optuna storage URL (default: SQLite in the build folder)",
               searchable=False),
         Param("study", t_or(STR, NONE), None, "study name (default: the program name)", searchable=False),
+        Param("space", t_enum("declared", "auto"), "declared", "declared: search the values the program declares as "
+              "searchable; auto: also propose psi, L, the reward and theta from what the data holds "
+              "(docs/optimize.md)", searchable=False),
+        Param("budget", t_or(STR, NONE), None, "stop starting trials after this wall-clock time (\"20m\", \"90s\", "
+              "\"1h\") or this many generated tokens (\"200k tokens\"); promotion and the report still run",
+              searchable=False),
     ), "Eq. 2-3"),
     Constructor("optimize", "oirl", "Prompt-OIRL: learn P(success | query, prompt) offline, choose per query", (
         Param("objective", t_ref("evaluator"), doc="the evaluator", searchable=False),
