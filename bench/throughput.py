@@ -7,8 +7,14 @@ In one process, on the embedded model (N = 64 queries, L = 4, 32 new tokens; --q
   raw       - one `model.generate(..., num_return_sequences=L)` call on the same prompts (the ceiling)
   naive     - one `generate` call per (query, sample), as a thread-per-request client does
   rerun     - the executor again on the same program: every generation comes from the cache
+  fp32      - the executor again with dtype = float32, beside the chosen dtype (dtype = auto); when auto
+              chooses float32 the two are one run
+  matmul    - the rate of the model's own linear layers at the executor's batch rows in the chosen dtype,
+              and the roofline it implies: rate / (2 x linear weights) tokens/s
 Tokens are generated tokens up to and including EOS (padding after EOS is not counted).
-The last line is `executor/raw=<x> executor/naive=<x> rerun_speedup=<x> peak_rss_mb=<n>`.
+The last line is `executor/raw=<x> executor/naive=<x> rerun_speedup=<x> matmul_gflops=<x> roofline_tok_s=<x>
+roofline_fraction=<x> dtype=<chosen> executor_fp32_tok_s=<x> executor_chosen_tok_s=<x> dtype_speedup=<x>
+peak_rss_mb=<n>` (one line).
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ import aldsl  # noqa: E402
 from aldsl.backends import load_backend  # noqa: E402
 from aldsl.backends.cache import GenerationCache  # noqa: E402
 from aldsl.runtime.executor import Executor  # noqa: E402
+from aldsl.program import CompiledProgram  # noqa: E402
 from aldsl.runtime.session import Session  # noqa: E402
 
 PROGRAM = """program throughput "zero-shot arithmetic, L samples"
 data problems = jsonl("{data}", input = "question", target = "answer")
-generator g = model("smollm2-135m", backend = {backend}, device = "{device}", temperature = 0.8, max_tokens = {tokens})
+generator g = model("smollm2-135m", backend = {backend}, device = "{device}", dtype = "{dtype}", temperature = 0.8, max_tokens = {tokens})
 prompter p = prompt(template = zero_shot)
 evaluator acc = numeric_match()
 flow main = loop(problems, generator = g, prompter = p, samples = {samples}, answer = number, evaluator = acc)
@@ -55,6 +62,47 @@ def counted(sequences: torch.Tensor, eos: set[int], pad: int) -> int:
     return total
 
 
+def run_executor(args: argparse.Namespace, n: int, dtype: str,
+                 tmp: str) -> tuple[Session, CompiledProgram, dict]:
+    """The executor on a fresh cache with generator ``dtype``: its tokens/s over the prompt and generate nodes."""
+    source = PROGRAM.format(data=ROOT / "programs" / "data" / "arith.jsonl", backend=args.backend,
+                            device=args.device, dtype=dtype, tokens=args.tokens, samples=args.samples)
+    prog = aldsl.compile(source)
+    session = Session(cache=GenerationCache(Path(tmp) / f"generations-{dtype}.sqlite"))
+    executor = Executor(prog.program_graph, session)
+    records = executor.records("test", n)
+    gen = prog.program_graph.spec("generate_1").generator
+    session.backend(gen, prog.program_graph)  # load (and convert) before timing
+    t0 = time.perf_counter()
+    result = executor.run(records, "test")
+    seconds = result.stats["node_seconds"]["generate_1"] + result.stats["node_seconds"]["prompt_1"]
+    return session, prog, {"result": result, "records": records, "total": time.perf_counter() - t0,
+                           "tok_s": result.stats["generated_tokens"] / seconds}
+
+
+def matmul_rate(model: torch.nn.Module, rows: int, repeats: int = 3) -> tuple[float, float]:
+    """(GFLOP/s of the model's linear layers on ``rows`` input rows in the model's dtype, GFLOP per token).
+
+    Every nn.Linear of the model (attention and MLP projections of each layer, the LM head) runs once on
+    a random input of ``rows`` rows, the best of ``repeats`` passes; a token costs 2 x in x out per layer."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    param = next(model.parameters())
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=param.dtype, device=param.device) for m in linears}
+    flops_per_token = sum(2.0 * m.in_features * m.out_features for m in linears)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass warms the kernels up
+            if param.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for m in linears:
+                torch.nn.functional.linear(inputs[m.in_features], m.weight)
+            if param.device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+    return rows * flops_per_token / best / 1e9, flops_per_token / 1e9
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 queries instead of 64")
@@ -69,31 +117,27 @@ def main() -> int:
     L, T = args.samples, args.tokens
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = PROGRAM.format(data=ROOT / "programs" / "data" / "arith.jsonl", backend=args.backend,
-                                device=args.device, tokens=T, samples=L)
-        prog = aldsl.compile(source)
-        session = Session(cache=GenerationCache(Path(tmp) / "generations.sqlite"))
-        executor = Executor(prog.program_graph, session)
-        records = executor.records("test", n)
+        session, prog, first = run_executor(args, n, "auto", tmp)
         gen = prog.program_graph.spec("generate_1").generator
-        session.backend(gen, prog.program_graph)  # load (and convert) before timing
-        raw_backend = load_backend(session.model_spec(gen, prog.program_graph))
-
-        t0 = time.perf_counter()
-        first = executor.run(records, "test")
-        exec_s = first.stats["node_seconds"]["generate_1"] + first.stats["node_seconds"]["prompt_1"]
-        exec_tokens = first.stats["generated_tokens"]
-        exec_total = time.perf_counter() - t0
+        chosen_backend = load_backend(session.model_spec(gen, prog.program_graph))
+        model_dtype = getattr(getattr(chosen_backend, "model", None), "dtype", "")
+        chosen = str(getattr(chosen_backend, "dtype", None) or model_dtype).removeprefix("torch.")
+        print(f"executor ({chosen}): {first['tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+        fp32 = first if chosen == "float32" else run_executor(args, n, "float32", tmp)[2]
+        records, exec_total, exec_tokens = first["records"], first["total"], first["result"].stats["generated_tokens"]
 
         t0 = time.perf_counter()
         again = Executor(prog.program_graph, session).run(records, "test")
         rerun_total = time.perf_counter() - t0
         assert again.stats["misses"] == 0, again.stats
 
-        prompts = [t.prompts[0]["prompt"] for t in first.traces]
-        results: dict[str, float] = {"executor_tok_s": exec_tokens / exec_s}
+        prompts = [t.prompts[0]["prompt"] for t in first["result"].traces]
+        results: dict[str, float] = {"executor_tok_s": first["tok_s"], "executor_fp32_tok_s": fp32["tok_s"]}
         if args.backend == "transformers":
+            raw_backend = load_backend(session.model_spec(gen, prog.program_graph))
             model, tok = raw_backend.model, raw_backend.tokenizer  # type: ignore[attr-defined]
+            results["matmul_gflops"], gflop_per_token = matmul_rate(model, len(prompts) * L)
+            results["roofline_tok_s"] = results["matmul_gflops"] / gflop_per_token
             configured = model.generation_config.eos_token_id
             eos = {tok.eos_token_id} | set(configured if isinstance(configured, list) else [configured])
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -122,7 +166,7 @@ def main() -> int:
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     print(json.dumps({"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                       "cores": torch.get_num_threads(), "device": device, "torch": torch.__version__,
-                      "backend": args.backend, "queries": n, "samples": L, "new_tokens": T,
+                      "backend": args.backend, "dtype": chosen, "queries": n, "samples": L, "new_tokens": T,
                       "executor_generated_tokens": exec_tokens, "executor_seconds": round(exec_total, 2),
                       "rerun_seconds": round(rerun_total, 3),
                       **{k: round(v, 1) for k, v in results.items()}}, indent=1))
@@ -132,6 +176,12 @@ def main() -> int:
     if "naive_tok_s" in results:
         parts.append(f"executor/naive={results['executor_tok_s'] / results['naive_tok_s']:.2f}")
     parts.append(f"rerun_speedup={exec_total / rerun_total:.1f}")
+    if "roofline_tok_s" in results:
+        parts += [f"matmul_gflops={results['matmul_gflops']:.1f}", f"roofline_tok_s={results['roofline_tok_s']:.0f}",
+                  f"roofline_fraction={results['executor_tok_s'] / results['roofline_tok_s']:.3f}"]
+    parts += [f"dtype={chosen}", f"executor_fp32_tok_s={results['executor_fp32_tok_s']:.1f}",
+              f"executor_chosen_tok_s={results['executor_tok_s']:.1f}",
+              f"dtype_speedup={results['executor_tok_s'] / results['executor_fp32_tok_s']:.2f}"]
     parts.append(f"peak_rss_mb={rss_mb:.0f}")
     print(" ".join(parts))
     return 0

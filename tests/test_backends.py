@@ -24,7 +24,8 @@ from aldsl.backends import (
     resolve_model,
 )
 from aldsl.backends import registry
-from aldsl.backends.transformers_backend import TransformersBackend, choose_tokens
+from aldsl.backends.torch_utils import native_bf16
+from aldsl.backends.transformers_backend import TransformersBackend, choose_tokens, pick_dtype
 
 PROMPTS = [
     "Hi",
@@ -228,6 +229,20 @@ def test_chat_template_and_plain_fallback(backend):
 
 
 # ---------------------------------------------------------------- loading, identity, errors
+def test_auto_dtype_is_bf16_only_where_native_and_float32_forces_fp32(tiny_model_dir):
+    cpu = torch.device("cpu")
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    assert native_bf16("cpu") == bool(flags & {"amx_bf16", "avx512_bf16"})
+    assert pick_dtype("auto", cpu) == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
+    assert pick_dtype("float32", cpu) == torch.float32 and pick_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(BackendError, match="not one of auto"):
+        pick_dtype("int8", cpu)
+    forced = load_backend(ModelSpec(name=str(tiny_model_dir), dtype="float32"))
+    assert forced.dtype == torch.float32 and next(forced.model.parameters()).dtype == torch.float32
+    half = load_backend(ModelSpec(name=str(tiny_model_dir), dtype="bfloat16"))
+    assert half.identity.endswith("+bfloat16") and half.identity.split("+")[0] == forced.identity  # own cache entries
+
+
 def test_unknown_model_message_says_what_to_do():
     with pytest.raises(ModelNotFound) as info:
         load_backend(ModelSpec(name="no-such-model-anywhere"))

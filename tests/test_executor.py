@@ -3,15 +3,19 @@ external rewards that fail, traces, the CLI and the Python API."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import aldsl
+from aldsl.backends.torch_utils import native_bf16
 from aldsl.cli import main
 from aldsl.errors import UserError
 from aldsl.language.diagnostics import AlpError
+from aldsl.progress import Reporter
 from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +57,17 @@ def test_runs_a_split_with_L_samples(tmp_path, tiny_model_dir, session):
     assert set(result.scores) == {"acc"} and 0 <= result.scores["acc"] <= 1
     assert result.stats["misses"] == 18 and result.stats["generated_tokens"] > 0
     assert all(t.prompts[0]["prompt"].startswith("<|im_start|>") for t in result.traces)  # chat template
+
+
+def test_the_model_dtype_is_printed_once_and_recorded_in_the_run_stats(tmp_path, tiny_model_dir, isolated_cache):
+    out = io.StringIO()
+    session = Session(reporter=Reporter(console=Console(file=out, force_terminal=False, width=200)))
+    prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, flow="samples = 2"))
+    first, again = prog.run(split="dev", session=session), prog.run(split="dev", session=session)
+    identity = session.backend(prog.program_graph.spec("generate_1").generator, prog.program_graph).identity
+    dtype = "bfloat16" if native_bf16("cpu") else "float32"  # dtype = auto
+    assert first.stats["dtypes"] == again.stats["dtypes"] == {identity: dtype}
+    assert out.getvalue().count(f"model {identity} on cpu in {dtype}") == 1
 
 
 def test_greedy_batched_equals_one_query_at_a_time(tmp_path, tiny_model_dir):

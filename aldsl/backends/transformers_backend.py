@@ -39,6 +39,7 @@ from aldsl.backends.registry import (
     quiet_loading,
     resolve_model,
 )
+from aldsl.backends.torch_utils import autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def _is_oom(error: BaseException) -> bool:
 
 
 class TransformersBackend:
-    """A causal LM from transformers, on CUDA when present (bf16) else CPU (fp32)."""
+    """A causal LM from transformers, on CUDA when present else CPU, in bf16 where the device computes it
+    natively else fp32 (:func:`pick_dtype`)."""
 
     capabilities = CAPABILITIES["transformers"]
 
@@ -141,15 +143,17 @@ class TransformersBackend:
 
         self.spec = spec
         self.resolved: ResolvedModel = resolve_model(spec.name)
-        self.identity = model_identity(self.resolved, spec.checkpoint)
         self.device = pick_device(spec.device)
-        dtype = _pick_dtype(spec.dtype, self.device)
+        self.dtype: torch.dtype = pick_dtype(spec.dtype, self.device)
+        # Samples differ between dtypes: a non-fp32 model has its own cache entries.
+        suffix = "" if self.dtype == torch.float32 else "+" + str(self.dtype).removeprefix("torch.")
+        self.identity = model_identity(self.resolved, spec.checkpoint) + suffix
         tokenizer_dir = self.resolved.path
         if spec.checkpoint is not None and (checkpoint_dir(spec.checkpoint) / "tokenizer_config.json").is_file():
             tokenizer_dir = checkpoint_dir(spec.checkpoint)
         with quiet_loading():
             self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-            self.model = _load_model(self.resolved, spec.checkpoint, dtype).to(self.device).eval()
+            self.model = _load_model(self.resolved, spec.checkpoint, self.dtype).to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if i is not None)
@@ -160,6 +164,7 @@ class TransformersBackend:
         forward = inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5
+        self._lazy_static_cache = _lazy_static_cache()
 
     # ---------------------------------------------------------------- generation
     def generate(
@@ -250,8 +255,10 @@ class TransformersBackend:
         device, max_tokens = self.device, decoding.max_tokens
         input_ids, mask = self._left_pad([u.ids for u in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        preallocated = self._static_cache(input_ids.shape[1] + max_tokens)
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only,
+            **({self._cache_arg: preallocated} if preallocated is not None else {}),
         )
         cache, logits = self._cache_of(out), out.logits[:, -1, :]
         del out
@@ -316,6 +323,16 @@ class TransformersBackend:
             next_pos = next_pos + 1
         results = {key: self._completion(tokens[r], finish[r] or "length", decoding) for r, key in enumerate(row_keys)}
         return results, sum(len(t) for t in tokens)
+
+    def _static_cache(self, max_len: int) -> object | None:
+        """A KV cache preallocated for ``max_len`` positions, written in place each step (transformers'
+        StaticCache; the default DynamicCache concatenates, copying the whole cache every step); None on
+        transformers versions whose StaticCache needs the batch size up front (their default cache is used)."""
+        if not self._lazy_static_cache:
+            return None
+        from transformers import StaticCache
+
+        return StaticCache(config=self.model.config, max_cache_len=max_len)
 
     def _cache_of(self, out: object) -> object:
         return getattr(out, self._cache_arg)
@@ -457,13 +474,23 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 where ``device`` computes it natively (a GPU, a CPU with AMX/AVX512-BF16), else fp32
+    (emulated bf16 is 2.5-3x slower than fp32 on a CPU without it); a named dtype is taken as is."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return autocast_dtype(device) or torch.float32
     choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in choices:
         raise BackendError(f"dtype '{dtype}' is not one of auto, {', '.join(choices)}")
     return choices[dtype]
+
+
+def _lazy_static_cache() -> bool:
+    """Whether transformers' StaticCache sizes its batch from the first update (transformers >= 4.56)."""
+    from transformers import StaticCache
+
+    params = inspect.signature(StaticCache.__init__).parameters
+    return "max_cache_len" in params and "max_batch_size" not in params and "batch_size" not in params
 
 
 def _load_model(resolved: ResolvedModel, checkpoint: str | None, dtype: torch.dtype) -> torch.nn.Module:

@@ -75,7 +75,7 @@ class Executor:
             stats["misses"] = sum(not c.cached for t in self.traces for c in t.candidates)
         stats.update(seconds=time.perf_counter() - start, queries=len(records),
                      tokens_per_query=sum(t.generated_tokens for t in self.traces) / len(records),
-                     node_seconds=self.node_seconds)
+                     node_seconds=self.node_seconds, dtypes=self.session.dtypes())
         names = {s for t in self.traces for s in t.scores}
         scores = {n: sum(t.scores[n] for t in self.traces) / len(self.traces) for n in sorted(names)}
         return RunResult(self.graph.program, split, self.traces, scores, stats, dict(self.graph.g.graph.get("values", {})))

@@ -55,8 +55,14 @@ class Session:
         spec = self.model_spec(gen, graph)
         if spec not in self._backends:
             raw = load_backend(spec)
+            if hasattr(raw, "dtype"):  # printed once per model: what every figure of the run was computed in
+                self.reporter.log(f"model {raw.identity} on {getattr(raw, 'device', '?')} in {dtype_name(raw)}")
             self._backends[spec] = CachedBackend(raw, self.cache) if self.cache is not None else raw
         return self._backends[spec]
+
+    def dtypes(self) -> dict[str, str]:
+        """The dtype each loaded local model computes in, by identity (recorded in run stats and reports)."""
+        return {b.identity: dtype_name(b) for b in self._backends.values() if hasattr(b, "dtype")}
 
     def stats(self) -> dict[str, int]:
         """Generation counters summed over every backend of the session."""
@@ -101,6 +107,11 @@ class Session:
 
 
 T = TypeVar("T")
+
+
+def dtype_name(backend: Any) -> str:
+    """``float32``, ``bfloat16``... of a backend with a torch ``dtype``."""
+    return str(backend.dtype).removeprefix("torch.")
 
 
 def _memo(store: dict[str, T], spec: Reward | Finetune, build: Callable[[], T]) -> T:
