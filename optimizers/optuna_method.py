@@ -82,6 +82,9 @@ class OptunaSearch:
                     start = self._auto_start(defaults)
                     if start and budget > 1:
                         study.enqueue_trial(start, user_attrs={"auto_start": True}, skip_if_exists=True)
+                        result.notes.append("space = auto: trial 0 is the defaults, trial 1 the recipe the data "
+                                            "suggests (the proposed fine-tuning, then best of 4 by majority); the "
+                                            "sampler chooses the rest.")
                 procs = self._spawn_workers(budget)
                 with self.reporter.task(f"search: {budget} trials, {len(minibatch)} {s.on} queries each "
                                         f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:

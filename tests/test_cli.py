@@ -42,7 +42,7 @@ def test_compile_writes_graph_dot_png(capsys, tmp_path):
 def test_graph_prints_nodes_and_search_space(capsys, tmp_path):
     rc, out = run_cli(capsys, "graph", str(QUICKSTART))
     assert rc == 0
-    for word in ("generate_1", "reward:orm", "p.template", "main.samples", "search space"):
+    for word in ("generate_1", "auto_orm", "space = auto proposed", "p.template", "main.samples", "search space"):
         assert word in out
     run_cli(capsys, "compile", str(QUICKSTART), "--out", str(tmp_path))
     rc, out = run_cli(capsys, "graph", str(tmp_path / "quickstart.graph.json"))

@@ -66,9 +66,10 @@ def test_shipped_programs_compile(path):
 def test_node_count_formula(tmp_path, T, L):
     compiled = aldsl.compile(write_program(tmp_path, SEARCHY.replace("{T}", str(T)).replace("{L}", str(L))))
     pg = compiled.program_graph
-    # resources: the data source and the critic reward model
-    assert sorted(pg.resources()) == ["data:d", "reward:crit"]
-    assert compiled.graph.number_of_nodes() == node_count(T, 2) == 4 * T + 5
+    # resources: the data source and the critic reward model, when something uses it (T > 1 or argmax among L > 1)
+    used = T > 1 or L > 1
+    assert sorted(pg.resources()) == ["data:d"] + (["reward:crit"] if used else [])
+    assert compiled.graph.number_of_nodes() == node_count(T, 1 + used) == 4 * T + 4 + used
     assert len(pg.nodes("generate")) == T
     for n in pg.nodes("generate"):
         assert pg[n]["params"]["samples"] == L
@@ -151,7 +152,8 @@ flow main = loop(d, generator = g, prompter = p, samples = 2, reward = orm, sele
     assert a["reward:orm"]["params"] == b["reward:orm"]["params"]  # trained once for every trial
     assert a["generate_1"]["params"]["generator"]["finetune"] == "finetune:ft"
     assert a.g.has_edge("finetune:ft", "generate_1") and "finetune:ft" not in b.g
-    assert a["finetune:ft"]["params"]["prompter"]["template"]["name"] == "cot"
+    # theta and psi coupled: the fine-tuning trains on the trial's prompter (the format it is searched with)
+    assert a["finetune:ft"]["params"]["prompter"]["template"]["name"] == "direct"
 
 
 def test_dot_and_png(tmp_path):
