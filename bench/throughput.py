@@ -134,15 +134,14 @@ def main() -> int:
         prompts = [t.prompts[0]["prompt"] for t in first["result"].traces]
         results: dict[str, float] = {"executor_tok_s": first["tok_s"], "executor_fp32_tok_s": fp32["tok_s"]}
         if args.backend == "transformers":
-            raw_backend = load_backend(session.model_spec(gen, prog.program_graph))
-            model, tok = raw_backend.model, raw_backend.tokenizer  # type: ignore[attr-defined]
+            model, tok = chosen_backend.model, chosen_backend.tokenizer  # type: ignore[attr-defined]
             results["matmul_gflops"], gflop_per_token = matmul_rate(model, len(prompts) * L)
             results["roofline_tok_s"] = results["matmul_gflops"] / gflop_per_token
             configured = model.generation_config.eos_token_id
             eos = {tok.eos_token_id} | set(configured if isinstance(configured, list) else [configured])
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
             tok.padding_side = "left"
-            device = raw_backend.device  # type: ignore[attr-defined]
+            device = chosen_backend.device  # type: ignore[attr-defined]
 
             def generate(batch: list[str], n_return: int) -> int:
                 enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)

@@ -164,7 +164,6 @@ class TransformersBackend:
         forward = inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5
-        self._lazy_static_cache = _lazy_static_cache()
 
     # ---------------------------------------------------------------- generation
     def generate(
@@ -255,10 +254,8 @@ class TransformersBackend:
         device, max_tokens = self.device, decoding.max_tokens
         input_ids, mask = self._left_pad([u.ids for u in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        preallocated = self._static_cache(input_ids.shape[1] + max_tokens)
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only,
-            **({self._cache_arg: preallocated} if preallocated is not None else {}),
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
         )
         cache, logits = self._cache_of(out), out.logits[:, -1, :]
         del out
@@ -323,16 +320,6 @@ class TransformersBackend:
             next_pos = next_pos + 1
         results = {key: self._completion(tokens[r], finish[r] or "length", decoding) for r, key in enumerate(row_keys)}
         return results, sum(len(t) for t in tokens)
-
-    def _static_cache(self, max_len: int) -> object | None:
-        """A KV cache preallocated for ``max_len`` positions, written in place each step (transformers'
-        StaticCache; the default DynamicCache concatenates, copying the whole cache every step); None on
-        transformers versions whose StaticCache needs the batch size up front (their default cache is used)."""
-        if not self._lazy_static_cache:
-            return None
-        from transformers import StaticCache
-
-        return StaticCache(config=self.model.config, max_cache_len=max_len)
 
     def _cache_of(self, out: object) -> object:
         return getattr(out, self._cache_arg)
@@ -483,14 +470,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in choices:
         raise BackendError(f"dtype '{dtype}' is not one of auto, {', '.join(choices)}")
     return choices[dtype]
-
-
-def _lazy_static_cache() -> bool:
-    """Whether transformers' StaticCache sizes its batch from the first update (transformers >= 4.56)."""
-    from transformers import StaticCache
-
-    params = inspect.signature(StaticCache.__init__).parameters
-    return "max_cache_len" in params and "max_batch_size" not in params and "batch_size" not in params
 
 
 def _load_model(resolved: ResolvedModel, checkpoint: str | None, dtype: torch.dtype) -> torch.nn.Module:

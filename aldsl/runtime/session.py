@@ -61,7 +61,7 @@ class Session:
         return self._backends[spec]
 
     def dtypes(self) -> dict[str, str]:
-        """The dtype each loaded local model computes in, by identity (recorded in run stats and reports)."""
+        """The dtype each loaded local model computes in, by identity (recorded in run stats)."""
         return {b.identity: dtype_name(b) for b in self._backends.values() if hasattr(b, "dtype")}
 
     def stats(self) -> dict[str, int]:
