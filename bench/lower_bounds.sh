@@ -13,7 +13,7 @@ cat >"$FLOORS" <<PINS
 transformers==4.56.2
 networkx==3.4
 optuna==4.0.0
-gguf==0.10.0
+gguf==0.19.0
 PINS
 python3.11 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
