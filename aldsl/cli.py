@@ -194,9 +194,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from aldsl.runtime.session import Session
 
     if args.track:  # before the search, not after it
-        from aldsl.errors import require
+        from aldsl.errors import require_extra
 
-        require("mlflow", "track", "--track mlflow")
+        require_extra("mlflow", "track", "--track mlflow")
     compiled = _compile(args.file, args.set)
     _print_warnings(compiled)
     pinned = {name: compiled.values[name] for name in parse_sets(args.set or []) if name in compiled.values}

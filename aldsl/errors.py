@@ -13,7 +13,7 @@ class UserError(Exception):
         return str(self)
 
 
-def require(module: str, extra: str, what: str) -> ModuleType:
+def require_extra(module: str, extra: str, what: str) -> ModuleType:
     """Import an optional dependency, or stop with a UserError naming the aldsl extra that installs it."""
     try:
         return importlib.import_module(module)

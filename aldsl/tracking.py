@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import optuna
 
-from aldsl.errors import require
+from aldsl.errors import require_extra
 
 
 class MLflowTracker:
@@ -21,7 +21,7 @@ class MLflowTracker:
     ``mlruns/mlflow.db`` (SQLite: MLflow 3 refuses new file stores) and the files in ``mlruns/artifacts``."""
 
     def __init__(self, experiment: str, uri: str | None = None, run_name: str | None = None):
-        self.mlflow = require("mlflow", "track", "--track mlflow")
+        self.mlflow = require_extra("mlflow", "track", "--track mlflow")
         artifacts = None
         if uri is None:
             root = Path("mlruns").resolve()

@@ -103,7 +103,7 @@ class _Forwarding:
         pass
 
     @contextmanager
-    def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
+    def task(self, description: str, total: int | None = None, budget: int | None = None) -> Iterator[Advance]:
         def advance(n: int = 1, **fields: Any) -> None:
             if fields.get("tokens"):
                 self._advance(0, tokens=fields["tokens"])

@@ -14,7 +14,7 @@ import pytest
 
 import aldsl
 from aldsl.cli import main
-from aldsl.errors import UserError, require
+from aldsl.errors import UserError, require_extra
 from aldsl.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_missing_extra_names_its_install_line():
     with pytest.raises(UserError, match=r'the Eureka task needs the aldsl_no_such_module package.*'
                                         r'pip install "aldsl\[eureka\]"'):
-        require("aldsl_no_such_module", "eureka", "the Eureka task")
-    assert require("json", "none", "x") is json
+        require_extra("aldsl_no_such_module", "eureka", "the Eureka task")
+    assert require_extra("json", "none", "x") is json
 
 
 def test_version(capsys):

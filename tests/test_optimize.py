@@ -393,8 +393,10 @@ optimize oirl = oirl(objective = e, on = d.dev, reward = success)
 
 
 def test_workers_option_starts_extra_search_processes(tmp_path, isolated_cache, monkeypatch):
-    monkeypatch.setenv("ALDSL_TEST_SLEEP", "0.2")
-    result = optimize(aldsl.compile(toy(tmp_path, trials=6)), session=Session(), out_dir=tmp_path / "out", workers=2)
+    monkeypatch.setenv("ALDSL_TEST_SLEEP", "0.6")  # per reward call (argmax calls it in every trial): the
+    # main process must not finish the study before the extra worker has started (imports take seconds)
+    program = aldsl.compile(toy(tmp_path, trials=6), {"main.select": "argmax"})
+    result = optimize(program, session=Session(), out_dir=tmp_path / "out", workers=2)
     done = [t for t in result.trials if t["state"] in ("COMPLETE", "PRUNED")]
     assert len(done) == 6 and len({t["worker"] for t in done}) == 2
     assert result.score("optimized", "dev") == max(t["full"] for t in result.trials if t["full"] is not None)

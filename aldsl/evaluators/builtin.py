@@ -11,7 +11,7 @@ import math
 import re
 import string
 from functools import lru_cache
-from aldsl.errors import UserError, require
+from aldsl.errors import UserError, require_extra
 from typing import Any, Callable, Mapping, Sequence
 
 from aldsl.ops.answers import extract
@@ -95,7 +95,7 @@ def contains(
 
 @lru_cache(maxsize=1)
 def _vader() -> Any:
-    vader = require("vaderSentiment.vaderSentiment", "sentiment", "the sentiment evaluator")
+    vader = require_extra("vaderSentiment.vaderSentiment", "sentiment", "the sentiment evaluator")
     return vader.SentimentIntensityAnalyzer()
 
 

@@ -23,7 +23,7 @@ import torch
 
 from aldsl.backends.registry import quiet_loading
 from aldsl.backends.torch_utils import autocast_dtype, lora_targets
-from aldsl.errors import UserError, require
+from aldsl.errors import UserError, require_extra
 
 MAX_TOKENS = 2048  # longest training sequence (prompt + target); longer ones lose their tail
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -227,8 +227,8 @@ def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Pr
     ``reference`` is the frozen pi_ref (None with a LoRA model: the base without its adapter)."""
     import tempfile
 
-    trl = require("trl", "dpo", "dpo() fine-tuning (TRL's DPOTrainer)")
-    Dataset = require("datasets", "dpo", "dpo() fine-tuning").Dataset
+    trl = require_extra("trl", "dpo", "dpo() fine-tuning (TRL's DPOTrainer)")
+    Dataset = require_extra("datasets", "dpo", "dpo() fine-tuning").Dataset
     from transformers import TrainerCallback
 
     if not pairs:

