@@ -30,3 +30,29 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "aldsl-cache"
     monkeypatch.setenv("ALDSL_CACHE", str(path))
     return path
+
+
+@pytest.fixture
+def copying_conversion(monkeypatch, tiny_model_dir) -> list[Path]:
+    """Replace the GGUF conversion (transformers' GGUF loader) by copying the tiny model, which is what a
+    conversion writes, with the same source record; returns the targets converted, in order. Keying,
+    digests and reuse stay the real code."""
+    import json
+    import shutil
+
+    from aldsl.backends import registry
+
+    conversions: list[Path] = []
+
+    def convert(source: Path, target: Path) -> None:
+        conversions.append(target)
+        with registry.atomic_dir(target) as tmp:
+            for f in Path(tiny_model_dir).iterdir():
+                if f.is_file():
+                    shutil.copy(f, tmp / f.name)
+            files = {p.name: registry.file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / registry.SOURCE_FILE).write_text(
+                json.dumps({"gguf": str(source), "gguf_sha256": registry.file_digest(source), "files": files}))
+
+    monkeypatch.setattr(registry, "_convert_gguf", convert)
+    return conversions

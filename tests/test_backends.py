@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -359,28 +358,13 @@ def test_embedded_model_converts_once_and_answers_sensibly():
     assert backend.identity.startswith("smollm2-135m@")
 
 
-def test_a_damaged_conversion_is_detected_by_digest_and_converted_again(tmp_path, monkeypatch,
-                                                                      isolated_cache, tiny_model_dir):
-    """A converted GGUF whose weights were truncated (a full disk, a killed copy) is rebuilt.
-    The conversion itself (transformers' GGUF loader) is replaced by copying the tiny model,
-    which is what a conversion writes; the digest check and the rebuild are the real code."""
-    import shutil
-
+def test_a_damaged_conversion_is_detected_by_digest_and_converted_again(tmp_path, isolated_cache,
+                                                                      copying_conversion):
+    """A converted GGUF whose weights were truncated (a full disk, a killed copy) is rebuilt (the
+    conversion copies the tiny model: copying_conversion; the digest check and rebuild are real)."""
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
-    conversions = []
-
-    def convert(source, target):
-        conversions.append(target)
-        with registry.atomic_dir(target) as tmp:
-            for f in Path(tiny_model_dir).iterdir():
-                if f.is_file():
-                    shutil.copy(f, tmp / f.name)
-            files = {p.name: registry.file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-            (tmp / registry.SOURCE_FILE).write_text(
-                json.dumps({"gguf": str(source), "gguf_sha256": registry.file_digest(source), "files": files}))
-
-    monkeypatch.setattr(registry, "_convert_gguf", convert)
+    conversions = copying_conversion
     first = registry.resolve_model(str(gguf))
     assert len(conversions) == 1 and registry.resolve_model(str(gguf)).path == first.path
     assert len(conversions) == 1  # intact: reused

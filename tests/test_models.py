@@ -3,7 +3,6 @@ that is not on disk answered with the command that fetches it."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -23,23 +22,10 @@ def test_a_hub_id_not_on_disk_gets_the_download_command(isolated_cache):
     assert 'model("models/SmolLM2-360M-Instruct-not-here")' in message
 
 
-def test_one_conversion_per_file_content(tmp_path, monkeypatch, isolated_cache, tiny_model_dir):
-    """Two paths (and names) of one GGUF content share one conversion; other content gets its own.
-    The conversion (transformers' GGUF loader) is replaced by copying the tiny model, which is what a
-    conversion writes; the keying and reuse are the real code."""
-    conversions = []
-
-    def convert(source, target):
-        conversions.append(target)
-        with registry.atomic_dir(target) as tmp:
-            for f in Path(tiny_model_dir).iterdir():
-                if f.is_file():
-                    shutil.copy(f, tmp / f.name)
-            files = {p.name: registry.file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-            (tmp / registry.SOURCE_FILE).write_text(
-                json.dumps({"gguf": str(source), "gguf_sha256": registry.file_digest(source), "files": files}))
-
-    monkeypatch.setattr(registry, "_convert_gguf", convert)
+def test_one_conversion_per_file_content(tmp_path, isolated_cache, copying_conversion):
+    """Two paths (and names) of one GGUF content share one conversion; other content gets its own
+    (the conversion copies the tiny model: copying_conversion)."""
+    conversions = copying_conversion
     a, b, c = tmp_path / "a.gguf", tmp_path / "copy-of-a.gguf", tmp_path / "c.gguf"
     a.write_bytes(b"GGUF" + b"\0" * 64)
     shutil.copy(a, b)
