@@ -36,7 +36,8 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return load_backend(ModelSpec(name=str(tiny_model_dir)))
+    # fp32: a sample is independent of its batch only there (bf16 rounding depends on the batch's shape)
+    return load_backend(ModelSpec(name=str(tiny_model_dir), dtype="float32"))
 
 
 def texts(rows):
@@ -126,7 +127,7 @@ def test_different_seeds_give_different_samples(backend):
 
 
 def test_out_of_memory_backoff_gives_the_same_outputs(tiny_model_dir, backend):
-    limited = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_rows=2))
+    limited = TransformersBackend(ModelSpec(name=str(tiny_model_dir), dtype="float32", max_batch_rows=2))
     requests = [GenRequest(p, (0, 1, 2)) for p in PROMPTS]
     reports: list[tuple[int, int]] = []
     out = limited.generate(requests, SAMPLING, progress=lambda n, t: reports.append((n, t)))
@@ -138,13 +139,13 @@ def test_out_of_memory_backoff_gives_the_same_outputs(tiny_model_dir, backend):
 
 
 def test_a_single_row_that_does_not_fit_is_a_clear_error(tiny_model_dir):
-    hopeless = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_rows=0))
+    hopeless = TransformersBackend(ModelSpec(name=str(tiny_model_dir), dtype="float32", max_batch_rows=0))
     with pytest.raises(BackendError, match="does not fit in memory. Lower max_tokens"):
         hopeless.generate([GenRequest("Hi")], Decoding(max_tokens=4))
 
 
 def test_small_token_budget_splits_batches_without_changing_samples(tiny_model_dir, backend):
-    small = TransformersBackend(ModelSpec(name=str(tiny_model_dir), max_batch_tokens=40))
+    small = TransformersBackend(ModelSpec(name=str(tiny_model_dir), dtype="float32", max_batch_tokens=40))
     requests = [GenRequest(p, (0, 1)) for p in PROMPTS]
     batches: list[int] = []
     out = small.generate(requests, SAMPLING, progress=lambda n, t: batches.append(n))
@@ -232,7 +233,7 @@ def test_chat_template_and_plain_fallback(backend):
 def test_auto_dtype_is_bf16_only_where_native_and_float32_forces_fp32(tiny_model_dir):
     cpu = torch.device("cpu")
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    assert native_bf16("cpu") == bool(flags & {"amx_bf16", "avx512_bf16"})
+    assert native_bf16("cpu") == ("amx_bf16" in flags)
     assert pick_dtype("auto", cpu) == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
     assert pick_dtype("float32", cpu) == torch.float32 and pick_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(BackendError, match="not one of auto"):
@@ -282,7 +283,7 @@ def test_missing_vllm_says_how_to_install(tiny_model_dir):
 
 
 def test_load_backend_is_memoised_until_forgotten(tiny_model_dir, backend):
-    spec = ModelSpec(name=str(tiny_model_dir))
+    spec = ModelSpec(name=str(tiny_model_dir), dtype="float32")
     assert load_backend(spec) is backend
     forget(spec)
     reloaded = load_backend(spec)

@@ -108,7 +108,11 @@ def test_two_workers_and_two_coordinators_finish_one_study_with_one_report(postg
     assert sum(r.exists() for r in reports) == 1  # exactly one coordinator promoted and reported
     assert sum("promotes and reports this study" in s for s in said) == 1
     promoted = load(postgres, "pg").user_attrs["promoted"]
-    assert promoted["trial"] in {t.number for t in done} and promoted["values"]["main.reward"] == "good"
+    assert promoted["trial"] in {t.number for t in done}
+    # the promoted trial is one of the promote = 2 best by minibatch score (which values those are depends
+    # on which process suggested what: a matter of timing with four processes on six trials)
+    scores = sorted((t.value for t in done if t.state == optuna.trial.TrialState.COMPLETE), reverse=True)
+    assert next(t for t in done if t.number == promoted["trial"]).value >= scores[min(1, len(scores) - 1)]
     assert not (tmp_path / "w" / "toy" / "report.md").exists()
 
 

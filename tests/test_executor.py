@@ -81,12 +81,15 @@ def test_greedy_batched_equals_one_query_at_a_time(tmp_path, tiny_model_dir):
     assert [t.candidates[0].text for t in batched.traces] == single
 
 
+FP32 = "temperature = 0.8, max_tokens = 6, dtype = float32"  # batch-independent samples need fp32
+
+
 def test_same_seed_same_outputs_whatever_the_batch(tmp_path, tiny_model_dir):
-    prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, flow="samples = 2"))
+    prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, gen=FP32, flow="samples = 2"))
     full = prog.run(split="dev", session=Session(use_cache=False))
     part = prog.run(split="dev", limit=2, session=Session(use_cache=False))
     assert texts(part) == texts(full)[:2]
-    reseeded = aldsl.compile(make_program(tmp_path, tiny_model_dir, gen="temperature = 0.8, max_tokens = 6, seed = 7",
+    reseeded = aldsl.compile(make_program(tmp_path, tiny_model_dir, gen=FP32 + ", seed = 7",
                                           flow="samples = 2"))
     assert texts(reseeded.run(split="dev", session=Session(use_cache=False))) != texts(full)
 
@@ -103,7 +106,7 @@ def test_rerun_hits_the_cache(tmp_path, tiny_model_dir, isolated_cache):
 
 
 def test_out_of_memory_backoff_gives_the_same_outputs(tmp_path, tiny_model_dir, monkeypatch):
-    prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, flow="samples = 3"))
+    prog = aldsl.compile(make_program(tmp_path, tiny_model_dir, gen=FP32, flow="samples = 3"))
     expected = texts(prog.run(split="dev", session=Session(use_cache=False)))
     original = Session.model_spec
 

@@ -65,7 +65,9 @@ def test_each_family_trains_an_lm_reward_that_plain_transformers_loads(tmp_path,
     folder = next((session.artifacts.root / "reward").iterdir())
     steps = name.startswith("prm")
     theirs = plain_scores(folder, [(i.x, i.candidate) for i in batch], steps)
-    assert np.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    # batched against one at a time: equal in fp32; bf16 rounds differently with the batch's padding
+    tolerance = 2e-3 if json.loads((folder / MODEL_FILE).read_text())["dtype"] == "bfloat16" else 1e-4
+    assert np.allclose(ours, theirs, atol=tolerance), (ours, theirs)
     assert aldsl.load_reward(folder).score([i.x for i in batch], CANDIDATES) == pytest.approx(ours, abs=1e-6)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["metrics"] and meta["learner"]["tune"] == LM[name].split("tune = ")[1].split(",")[0]

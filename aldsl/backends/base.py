@@ -140,7 +140,7 @@ class ModelSpec:
     name: str  # embedded name ("smollm2-135m"), HF id on disk, local directory, .gguf file, or a served model id
     backend: str = "transformers"  # one of BACKENDS
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    dtype: str = "auto"  # "auto" (bf16 where native: GPU, AMX/AVX512-BF16 CPU; else fp32) or a dtype name
+    dtype: str = "auto"  # "auto" (bf16 where faster: GPU, AMX CPU; else fp32) or a dtype name
     checkpoint: str | None = None  # a fine-tuned checkpoint directory that replaces the weights
     max_batch_tokens: int | None = None  # memory budget per batch; None: sized from free memory
     max_batch_rows: int | None = None  # hard row limit; exceeding it acts as out-of-memory (tests)

@@ -19,7 +19,11 @@ def lora_targets(model: nn.Module) -> list[str] | None:
 
 @lru_cache(maxsize=None)
 def native_bf16(device_type: str) -> bool:
-    """Whether ``device_type`` runs bf16 matrix products natively (CUDA, or a CPU with AMX/AVX512-BF16)."""
+    """Whether ``device_type`` runs bf16 matrix products faster than fp32: CUDA, or a CPU with AMX.
+
+    AVX512-BF16 alone is no gain: measured on a 2-core VM that has it without AMX (SmolLM2-135M, 16
+    rows), the bf16 prefill of 128 tokens took 4.37 s against 2.97 s in fp32 and a decoding step 97 ms
+    against 113 ms, so a generation of a 150-token prompt and 48 new tokens is slower in bf16."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type != "cpu":
@@ -31,7 +35,7 @@ def native_bf16(device_type: str) -> bool:
     return any(f in flags.split() for f in _BF16_FLAGS)
 
 
-_BF16_FLAGS: Sequence[str] = ("amx_bf16", "avx512_bf16")
+_BF16_FLAGS: Sequence[str] = ("amx_bf16",)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

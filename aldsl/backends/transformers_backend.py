@@ -462,7 +462,7 @@ def pick_device(device: str) -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 where ``device`` computes it natively (a GPU, a CPU with AMX/AVX512-BF16), else fp32
+    """``auto``: bf16 where ``device`` computes it natively (a GPU, a CPU with AMX), else fp32
     (emulated bf16 is 2.5-3x slower than fp32 on a CPU without it); a named dtype is taken as is."""
     if dtype == "auto":
         return autocast_dtype(device) or torch.float32
