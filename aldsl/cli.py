@@ -270,10 +270,16 @@ def print_optimize(result) -> None:
     changed = {k: v for k, v in result.values.items() if result.defaults.get(k) != v}
     if changed:
         console.print("changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()), markup=False)
+    steps = result.extra.get("contributions")
+    if steps:
+        console.print(f"contributions on {steps[0]['split']}: " +
+                      ", ".join(f"{s['label']} {s['delta']:+.3f}" for s in steps), markup=False)
     for note in result.notes:
         if note.startswith("Warning"):
             err_console.print(f"[yellow]{note}[/]")
-    console.print(f"wrote {result.optimized}, {result.report} ({result.seconds:.0f} s)", markup=False)
+    pictures = [p for p in result.plots if Path(p).name == "contributions.png"]
+    console.print(f"wrote {', '.join(str(p) for p in [result.optimized, result.report, *pictures])} "
+                  f"({result.seconds:.0f} s)", markup=False)
 
 
 @command

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from aldsl.store.artifacts import ArtifactStore
+from aldsl.runtime.batching import Coalescer
 from aldsl.runtime.executor import Executor
 from aldsl.progress import Advance
 
@@ -56,13 +57,20 @@ class Evaluation:
 
 
 def prepare_resources(graph: ProgramGraph, session: Session) -> None:
-    """Train or load every reward model and fine-tuned checkpoint the graph uses (memoised by the session)."""
+    """Train or load every reward model and fine-tuned checkpoint the graph uses, and load its models
+    (memoised by the session)."""
+    from aldsl.compiler.specs import ModelGenerator
+
     for node in graph.nodes():
         op = graph[node]["op"]
         if op == "reward_model":
             session.reward(node, graph)
         elif op == "finetune":
             session.checkpoint(node, graph)
+    for node in graph.nodes():
+        gen = getattr(graph.spec(node), "generator", None)
+        if isinstance(gen, ModelGenerator):
+            session.backend(gen, graph)
 
 
 def evaluate(program: CompiledProgram, records: Sequence[dict[str, Any]], session: Session, objective: str, *,
@@ -91,6 +99,31 @@ def evaluate(program: CompiledProgram, records: Sequence[dict[str, Any]], sessio
     return out
 
 
+def evaluate_together(programs: Sequence[CompiledProgram], records: Sequence[dict[str, Any]], session: Session,
+                      objective: str, *, split: str, advance: Advance | None = None) -> list[Evaluation]:
+    """Several programs on the same records, side by side (see :func:`running_together`)."""
+    for program in programs:
+        prepare_resources(program.program_graph, session)
+    if len(programs) < 2:
+        return [evaluate(p, records, session, objective, split=split, advance=advance) for p in programs]
+    with running_together(session, len(programs), advance) as run_all:
+        return run_all(lambda p: evaluate(p, records, session, objective, split=split, advance=advance), programs)
+
+
+@contextmanager
+def running_together(session: Session, n: int, advance: Advance | None) -> Iterator[Callable[..., list[Any]]]:
+    """The context of ``n`` runs on ``session`` (their resources prepared beforehand): yields
+    ``run_all(fn, items)``, which runs ``fn`` on each item in its own thread, their generation calls
+    merged into shared model batches (:mod:`aldsl.runtime.batching`) and their tokens on ``advance``'s bar."""
+    coalescer = Coalescer(n)
+    session.coalescer = coalescer
+    try:
+        with forward_tokens(session, advance):
+            yield coalescer.map
+    finally:
+        session.coalescer = None
+
+
 class _Forwarding:
     """A reporter for inner runs: no bars of its own; generated tokens go to the outer bar."""
 
@@ -113,8 +146,9 @@ class _Forwarding:
 
 @contextmanager
 def forward_tokens(session: Session, advance: Advance | None) -> Iterator[None]:
-    """While inside, the session's runs show their tokens on ``advance``'s bar (nothing if None)."""
-    if advance is None or not getattr(session.reporter, "enabled", False):
+    """While inside, the session's runs show their tokens on ``advance``'s bar (nothing if None). Inside
+    an outer forwarding (trials run together in threads) it changes nothing: the threads share one bar."""
+    if advance is None or isinstance(session.reporter, _Forwarding) or not getattr(session.reporter, "enabled", False):
         yield
         return
     saved = session.reporter

@@ -18,8 +18,10 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import Trial, TrialState
@@ -29,7 +31,9 @@ from aldsl.runtime.executor import Executor
 from aldsl.store.data import forbid_splits
 from aldsl.store.hashing import content_hash
 from aldsl.optimizers import claim, search
-from aldsl.optimizers.evaluation import Evaluation, evaluate, seeded_subset
+from aldsl.optimizers import contributions
+from aldsl.optimizers.evaluation import (Evaluation, evaluate, evaluate_together, prepare_resources, running_together,
+                                         seeded_subset)
 from aldsl.optimizers.output import recording_session, ship_artifacts, write_optimized
 from aldsl.optimizers.report import OptimizeResult, Row, paired_difference, write_report
 from aldsl.optimizers.settings import Job
@@ -50,6 +54,7 @@ class OptunaSearch:
         self.pinned, self.workers, self.worker = job.pinned, job.workers, job.worker
         self.params = search.searched(self.compiled.search_space, self.pinned)
         self.reporter = self.session.reporter
+        self._sharing = 1  # trials running together now (their time is shared)
 
     # ---- the whole run
     def run(self) -> OptimizeResult:
@@ -91,7 +96,8 @@ class OptunaSearch:
                     result.ran = search.run_budget(
                         study, budget, self._objective(minibatch, advance),
                         sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker,
-                        stop=self._stop(study, len(minibatch), len(pool), result))
+                        stop=self._stop(study, len(minibatch), len(pool), result), batch=s.batch,
+                        prepare=self._prepare, together=partial(self._together, advance))
                 self._join(procs, result)
                 taken = None if self.worker else claim.take(study)
                 if not isinstance(taken, claim.Claim):
@@ -101,6 +107,8 @@ class OptunaSearch:
                 held = taken
                 full, best = self._promote(study, pool, minibatch, result)
                 defaults_dev = self._defaults_on(pool, study, full)
+                result.extra["contributions"] = self._contributions(pool, defaults_dev, full[best.number],
+                                                                    result.values)
                 written = self._write(best, full[best.number], result)
                 reproduced = self._reproduce(written, pool)
             result.trials = _trial_rows(study, full, best.number)
@@ -151,9 +159,11 @@ class OptunaSearch:
                 trial_s = _median([t.user_attrs["seconds"] for t in timed])
                 per_query = _median([(t.user_attrs["seconds"] - t.user_attrs.get("fit_seconds", 0.0)) /
                                      max(1, len(t.user_attrs.get("scores") or [])) for t in timed])
-                # the next trial (with its fits); promotion re-scores only the queries beyond the minibatch
-                # (the rest is cached, as is the reproduction); the report runs the defaults and the winner
-                tail = trial_s + per_query * (s.promote * max(0, pool - minibatch) + 2 * (s.report_queries or pool))
+                # the next trials (with their fits); promotion re-scores only the queries beyond the minibatch
+                # (the rest is cached, as is the reproduction); at most two partial programs measure the
+                # knobs' contributions on dev; the report runs the defaults and the winner
+                tail = s.batch * trial_s + per_query * (s.promote * max(0, pool - minibatch) + 2 * pool +
+                                                        2 * (s.report_queries or pool))
                 elapsed = time.monotonic() - start
                 if elapsed + tail > s.budget_s:
                     reason = (f"the time budget ({s.budget_s / 60:.1f} min) would be passed: {elapsed / 60:.1f} min "
@@ -193,14 +203,13 @@ class OptunaSearch:
         chunks = min(CHUNKS, max(1, len(minibatch) // 2)) if prune else 1
 
         def objective(trial: Trial) -> Any:
-            values = {**self.pinned, **search.suggest(trial, self.params)}
-            trial.set_user_attr("values", values)
-            for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if earlier.user_attrs.get("values") == values:  # the sampler repeated itself: reuse the scores
-                    for key in ("scores", "tokens", "tokens_per_query", "seconds"):
-                        trial.set_user_attr(key, earlier.user_attrs.get(key))
-                    trial.set_user_attr("repeats", earlier.number)
-                    return earlier.values if s.cost else earlier.values[0]
+            values = trial.user_attrs["values"]
+            earlier = _same_values(trial)
+            if earlier is not None:  # the sampler repeated itself: reuse the scores
+                for key in ("scores", "tokens", "tokens_per_query", "seconds"):
+                    trial.set_user_attr(key, earlier.user_attrs.get(key))
+                trial.set_user_attr("repeats", earlier.number)
+                return earlier.values if s.cost else earlier.values[0]
             program = self.compiled.with_params(values)
 
             def on_chunk(step: int, so_far: Evaluation) -> None:
@@ -214,13 +223,36 @@ class OptunaSearch:
 
             ev = evaluate(program, minibatch, self.session, s.objective, split=s.on, advance=advance, chunks=chunks,
                           on_chunk=on_chunk)
+            fit = trial.user_attrs.get("fit_seconds", 0.0) + ev.fit_seconds
             trial.set_user_attr("scores", ev.scores)
             trial.set_user_attr("tokens", ev.tokens)
-            trial.set_user_attr("seconds", ev.seconds)
-            trial.set_user_attr("fit_seconds", ev.fit_seconds)
+            # the trial's share of the clock: its fits, and its run divided among the trials run with it
+            trial.set_user_attr("seconds", fit + (ev.seconds - ev.fit_seconds) / self._sharing)
+            trial.set_user_attr("fit_seconds", fit)
             return (ev.mean, ev.tokens_per_query) if s.cost else ev.mean
 
         return objective
+
+    def _prepare(self, trial: Trial) -> None:
+        """Before a trial runs (in this thread, one trial after another): its values, and the rewards,
+        fine-tunings and models they need, so that trials run together only generate and score."""
+        values = {**self.pinned, **search.suggest(trial, self.params)}
+        trial.set_user_attr("values", values)
+        if _same_values(trial) is not None:
+            return
+        start = time.perf_counter()
+        prepare_resources(self.compiled.with_params(values).program_graph, self.session)
+        trial.set_user_attr("fit_seconds", time.perf_counter() - start)
+
+    @contextmanager
+    def _together(self, advance: Any, n: int) -> Iterator[Callable[..., list[Any]]]:
+        """``n`` trials in threads (their time is shared): see evaluation.running_together."""
+        self._sharing = n
+        try:
+            with running_together(self.session, n, advance) as run_all:
+                yield run_all
+        finally:
+            self._sharing = 1
 
     def _spawn_workers(self, budget: int) -> list[subprocess.Popen[bytes]]:
         if self.workers <= 1:
@@ -296,6 +328,27 @@ class OptunaSearch:
         with self.reporter.task(f"defaults on all {len(pool)} {self.s.on} queries", total=None) as advance:
             return evaluate(self.compiled, pool, self.session, self.s.objective, split=self.s.on, advance=advance)
 
+    def _contributions(self, pool: list[dict[str, Any]], defaults_dev: Evaluation, best_dev: Evaluation,
+                       values: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each changed group of knobs added to the defaults in turn, scored on dev (see contributions)."""
+        checked = self.compiled.checked
+        if checked is None:
+            return []
+        defaults = {**{p.name: p.default for p in self.params}, **self.pinned}
+        path = contributions.steps(defaults, values, checked)
+        middle = [self.compiled.with_params(v) for _, _, v in path[:-1]]
+        if middle:
+            with self.reporter.task(f"contributions: {len(middle)} partial program(s) on {len(pool)} {self.s.on} "
+                                    "queries", total=None) as advance:
+                evaluations = evaluate_together(middle, pool, self.session, self.s.objective, split=self.s.on,
+                                                advance=advance)
+        else:
+            evaluations = []
+        scores = [defaults_dev.mean, *(e.mean for e in evaluations), best_dev.mean]
+        return [{"group": group, "label": contributions.GROUPS[group], "changed": part, "score": scores[i + 1],
+                 "delta": scores[i + 1] - scores[i], "n": len(pool), "split": self.s.on}
+                for i, (group, part, _) in enumerate(path)]
+
     def _write(self, best: optuna.trial.FrozenTrial, dev: Evaluation, result: OptimizeResult) -> Path:
         assert self.compiled.checked is not None
         header = [f"Optimized by `aldsl optimize` from {self.compiled.checked.program.path}: trial {best.number} "
@@ -366,6 +419,13 @@ class OptunaSearch:
                                                ["Written by `aldsl optimize`: the program had nothing to search."])
         write_report(result)
         return result
+
+
+def _same_values(trial: Trial) -> optuna.trial.FrozenTrial | None:
+    """A complete earlier trial with the same values as ``trial`` (whose scores it can reuse), if any."""
+    values = trial.user_attrs["values"]
+    return next((t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.user_attrs.get("values") == values), None)
 
 
 def _median(xs: list[float]) -> float:

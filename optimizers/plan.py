@@ -52,13 +52,18 @@ def plan(compiled: CompiledProgram, settings: Settings, session: Session) -> Pla
     minibatch = min(s.minibatch or len(pool), len(pool))
     trial_s = per_query * minibatch * mean_l
     fits_s, fit_lines = _fits(compiled, per_query)
-    tail_s = per_query * mean_l * (s.promote * max(0, len(pool) - minibatch) + 2 * (s.report_queries or len(pool)))
+    # promotion, at most two partial programs for the knobs' contributions, and the report
+    tail_s = per_query * mean_l * (s.promote * max(0, len(pool) - minibatch) + 2 * len(pool) +
+                                   2 * (s.report_queries or len(pool)))
     total = trial_s * s.trials + fits_s + tail_s
     lines = [f"measured: {len(probe)} {s.on} queries of the defaults in {seconds:.1f} s "
              f"({per_query:.2f} s/query, {tokens / max(seconds, 1e-9):.1f} tokens/s)",
-             f"a trial: {minibatch} queries x L up to {samples} (mean {mean_l:g}): about {_m(trial_s)}",
+             f"a trial: {minibatch} queries x L up to {samples} (mean {mean_l:g}): about {_m(trial_s)}" +
+             (f" alone; {s.batch} run together share the model's batches, which is faster per trial"
+              if s.batch > 1 else ""),
              *fit_lines,
-             f"promotion ({s.promote} trials on {len(pool)} queries) and the report: about {_m(tail_s)}",
+             f"promotion ({s.promote} trials on {len(pool)} queries), contributions and the report: about "
+             f"{_m(tail_s)}",
              f"whole run ({s.trials} trials): about {_m(total)}"
              + (f"; budget {_m(s.budget_s)}: the search stops before passing it" if s.budget_s else "")]
     return Plan(per_query, tokens / max(seconds, 1e-9), trial_s, fits_s, tail_s, total, lines)

@@ -157,6 +157,8 @@ def markdown(result: OptimizeResult) -> str:
         out += [f"| `{k}` | {_v(result.defaults.get(k))} | {'**' + _v(v) + '**' if k in changed else _v(v)} |"
                 for k, v in result.values.items()]
         out.append("")
+    if result.extra.get("contributions"):
+        out += contributions_table(result)
     if result.trials:
         out += _trials_table(result)
     if result.extra.get("pareto"):
@@ -193,6 +195,24 @@ def result_table(result: OptimizeResult) -> list[str]:
         lines.append(f"| {r.label} | {r.split} | {len(e.scores)} | {e.mean:.3f} | [{r.ci[0]:.3f}, {r.ci[1]:.3f}] | "
                      f"{e.tokens_per_query:.1f} |")
     return lines
+
+
+def contributions_table(result: OptimizeResult) -> list[str]:
+    """The knobs' contributions on dev: the defaults, then each changed group added in turn."""
+    steps = result.extra["contributions"]
+    split = steps[0]["split"]
+    defaults = next((r.evaluation.mean for r in result.rows if r.label == "defaults" and r.split == split), None)
+    out = [f"## What each knob contributed ({split}, {steps[0]['n']} queries)", "",
+           "The optimized values added to the defaults one group at a time (psi, then theta, then L with its "
+           "selection and decoding); each row is scored on the same queries, so a change is measured given the "
+           "rows above it.", "", f"| step | values | {result.objective} | change |", "|---|---|---|---|"]
+    if defaults is not None:
+        out.append(f"| defaults | | {defaults:.3f} | |")
+    for step in steps:
+        values = ", ".join(f"`{k} = {_v(v)}`" for k, v in step["changed"].items())
+        out.append(f"| + {step['label']} | {values} | {step['score']:.3f} | {step['delta']:+.3f} |")
+    out.append("")
+    return out
 
 
 def _trials_table(result: OptimizeResult) -> list[str]:
@@ -240,6 +260,8 @@ def _search_plots(result: OptimizeResult, study: optuna.Study, length_param: str
         paths.append(_score_against(result, length_param, "score_vs_L.png", "L (samples per prompt)"))
     if result.extra.get("pareto"):
         paths.append(_pareto(result))
+    if result.extra.get("contributions") and result.rows:
+        paths.append(_contributions_plot(result))
     return [str(p) for p in paths if p is not None]
 
 
@@ -273,24 +295,22 @@ def _history(result: OptimizeResult) -> Path | None:
 
 
 def _importances(result: OptimizeResult, study: optuna.Study) -> Path | None:
+    """Optuna's own importance plot (fANOVA), for the first objective."""
     import optuna
+    from optuna.visualization.matplotlib import plot_param_importances
 
+    _pyplot()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+            if not optuna.importance.get_param_importances(study, target=lambda t: t.values[0]):
+                return None
+            ax = plot_param_importances(study, target=lambda t: t.values[0], target_name=result.objective)
     except (RuntimeError, ValueError) as e:
         result.notes.append(f"(No parameter importances: {e})")
         return None
-    if not imp:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(imp) + 1.5))
-    names = list(imp)[::-1]
-    ax.barh(names, [imp[n] for n in names], color="C0")
-    ax.set_xlabel(f"importance for {result.objective} (fANOVA)")
-    ax.set_title(f"{result.program}: parameter importances")
-    return _save(fig, result.folder / "importances.png")
+    ax.set_title(f"{result.program}: parameter importances (fANOVA)")
+    return _save(ax.figure, result.folder / "importances.png")
 
 
 def _score_against(result: OptimizeResult, param: str, name: str, label: str) -> Path | None:
@@ -324,6 +344,41 @@ def _pareto(result: OptimizeResult) -> Path | None:
     ax.set_title(f"{result.program}: score against cost (minibatch)")
     ax.legend(fontsize=8)
     return _save(fig, result.folder / "pareto.png")
+
+
+def _contributions_plot(result: OptimizeResult) -> Path:
+    """Held-out defaults against optimized (with their CIs), beside the dev path from the defaults to the
+    optimized program, one group of knobs at a time."""
+    plt = _pyplot()
+    fig, (held, path) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    report = result.settings.get("report", "test")
+    rows = [r for r in result.rows if r.split == report]
+    means = [r.evaluation.mean for r in rows]
+    errors = np.array([[r.evaluation.mean - r.ci[0], r.ci[1] - r.evaluation.mean] for r in rows]).T
+    held.bar([r.label for r in rows], means, yerr=errors, capsize=4, color=["C7", "C2"][:len(rows)])
+    for i, m in enumerate(means):
+        held.text(i, m, f"{m:.3f}", ha="center", va="bottom")
+    held.set_ylabel(f"{result.objective} (95% CI)")
+    held.set_title(f"held out: {report}, {len(rows[0].evaluation.scores) if rows else 0} queries")
+    steps = result.extra["contributions"]
+    split = steps[0]["split"]
+    start = next(r.evaluation.mean for r in result.rows if r.label == "defaults" and r.split == split)
+    labels, bottoms, heights = ["defaults"], [0.0], [start]
+    level = start
+    for step in steps:
+        labels.append("+ " + step["label"].replace(" (", "\n("))
+        bottoms.append(min(level, step["score"]))
+        heights.append(abs(step["delta"]))
+        level = step["score"]
+    colors = ["C7"] + ["C2" if s["delta"] >= 0 else "C3" for s in steps]
+    path.bar(range(len(labels)), heights, bottom=bottoms, color=colors)
+    for i, step in enumerate(steps, start=1):
+        path.text(i, bottoms[i] + heights[i], f"{step['delta']:+.3f}", ha="center", va="bottom")
+    path.set_xticks(range(len(labels)), labels, fontsize=8)
+    path.set_ylabel(result.objective)
+    path.set_title(f"contribution of each chosen knob ({split}, {steps[0]['n']} queries)")
+    fig.suptitle(f"{result.program}: defaults against optimized")
+    return _save(fig, result.folder / "contributions.png")
 
 
 def _oirl_plot(result: OptimizeResult) -> str | None:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
@@ -40,10 +40,6 @@ HEARTBEAT_S = 10  # a RUNNING trial whose process stopped beating for GRACE_S is
 GRACE_S = 60
 GRID_LIMIT = 100_000
 WORKER_ATTR = "worker"
-
-
-class OverBudget(Exception):
-    """Another worker took the last trial of the budget first."""
 
 
 # ---------------------------------------------------------------- the space
@@ -285,27 +281,23 @@ def alive(pid: int) -> bool:
 
 
 def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], Any], *, sampler: Callable[[int], BaseSampler],
-               advance: Advance, wait: bool, poll_s: float = 2.0, stop: Callable[[], str | None] | None = None) -> int:
+               advance: Advance, wait: bool, poll_s: float = 2.0, stop: Callable[[], str | None] | None = None,
+               batch: int = 1, prepare: Callable[[Trial], None] | None = None,
+               together: Callable[[int], Any] | None = None) -> int:
     """Run trials until ``budget`` trials of the study are finished; returns how many this process ran.
 
     ``wait``: also wait for trials other workers are running (the main process needs every trial
     finished before promotion); a search-only worker returns once the budget is handed out.
-    ``sampler(slot)`` makes the sampler of the trial in that slot (the number of live trials before it).
+    ``sampler(slot)`` makes the sampler of the trials from that slot (the number of live trials before).
     ``advance`` moves the progress bar to the number of finished trials, with the running best score.
     ``stop()``: a reason to start no further trial (a wall-clock or token budget), asked once a trial is
     complete; the search then ends with the trials it has.
+    ``batch``: trials asked at once (the sampler's constant liar keeps them apart) and run in threads;
+    ``prepare(trial)`` runs for each in this thread first (suggest the values, fit what they need), and
+    ``together(n)`` is the context of n trials run together; it yields ``run_all(fn, trials)``, which runs
+    them in threads with their model calls merged.
     """
-    ran, shown, current = 0, 0, -1
-
-    def wrapped(trial: Trial) -> Any:
-        nonlocal current
-        current = trial.number
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        before = [t for t in live(study.get_trials(deepcopy=False)) if t.number < trial.number]
-        if len(before) >= budget:
-            raise OverBudget(f"trial {trial.number} is over the budget of {budget}")
-        return objective(trial)
-
+    ran, shown = 0, 0
     while True:
         fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
@@ -319,13 +311,85 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         shown = min(len(done), budget)
         if len(done) >= budget or (scores and stop is not None and stop()):
             return ran
-        waiting = any(t.state == TrialState.WAITING for t in trials)  # enqueued (the defaults): run it
-        if len(live(trials)) >= budget and not waiting:
+        waiting = sum(t.state == TrialState.WAITING for t in trials)  # enqueued (the defaults): run them
+        free = budget - len(live(trials)) + waiting
+        if free <= 0:
             if not wait:
                 return ran
             time.sleep(poll_s)
             continue
-        study.sampler = sampler(len(live(trials)))
-        study.optimize(wrapped, n_trials=1, catch=(OverBudget,), gc_after_trial=False)
-        mine = [t for t in study.get_trials(deepcopy=False) if t.number == current]
-        ran += bool(mine and mine[0].state in FINISHED)
+        # batches start at multiples of ``batch`` (the defaults included), so a run resumed between
+        # batches asks what an uninterrupted one would
+        n = min(batch - (len(live(trials)) - waiting) % batch, free)
+        # trial i of the batch gets the sampler it would get asked alone: the live count before it (the
+        # enqueued trials it takes first are counted already)
+        slots = [len(live(trials)) + max(0, i - waiting) for i in range(n)]
+        ran += _run_batch(study, budget, objective, [sampler(slot) for slot in slots], prepare, together)
+
+
+def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], Any],
+               samplers: list[BaseSampler], prepare: Callable[[Trial], None] | None,
+               together: Callable[[int], Any] | None) -> int:
+    """Ask one trial per sampler (as if asked one by one), run them (in threads when there are several)
+    and tell their outcomes; returns how many finished.
+
+    Ask and tell rather than ``study.optimize``: its threads (n_jobs) ask in whatever order they are
+    scheduled, so the suggestions would depend on timing, and a resumed run must suggest what an
+    uninterrupted one would have. The storage heartbeat is Optuna's own (as ``study.optimize`` runs it).
+    """
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    asked: list[Trial] = []
+    for sampler in samplers:
+        study.sampler = sampler  # a multivariate sampler draws the trial's values here...
+        with warnings.catch_warnings():  # (Optuna warns that its heartbeat is meant for study.optimize)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        before = [t for t in live(study.get_trials(deepcopy=False)) if t.number < trial.number]
+        if len(before) >= budget:  # another worker took the last trial of the budget first
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        asked.append(trial)
+    outcomes: list[tuple[TrialState, Any, BaseException | None]] = []
+    with ExitStack() as beats:
+        for trial in asked:
+            beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        try:
+            for i, trial in enumerate(asked):
+                study.sampler = samplers[i]  # ...and an independent one (a startup trial) when prepare suggests
+                if prepare is not None:
+                    prepare(trial)
+        except BaseException as error:
+            for trial in asked:
+                study.tell(trial, state=TrialState.FAIL)
+            raise error
+        if len(asked) == 1 or together is None:
+            outcomes = [_outcome(objective, trial) for trial in asked]
+        else:
+            with together(len(asked)) as run_all:
+                outcomes = run_all(lambda t: _outcome(objective, t), asked)
+    error = None
+    for trial, (state, value, raised) in zip(asked, outcomes):
+        try:
+            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except RuntimeError as stopped:
+            # A grid sampler calls study.stop() once its grid is used up, which Optuna allows only inside
+            # study.optimize; the trial is stored all the same (tell stores it in a finally), and the
+            # budget (capped at the grid size) ends the search.
+            if "Study.stop" not in str(stopped):
+                raise
+        error = error or raised
+    if error is not None:
+        raise error
+    return sum(state in FINISHED for state, _, _ in outcomes)
+
+
+def _outcome(objective: Callable[[Trial], Any], trial: Trial) -> tuple[TrialState, Any, BaseException | None]:
+    """What the objective made of the trial: complete with its value, pruned, or failed with the error."""
+    try:
+        return TrialState.COMPLETE, objective(trial), None
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None, None
+    except BaseException as error:  # KeyboardInterrupt too: the trial is failed, then the error goes on
+        return TrialState.FAIL, None, error

@@ -41,6 +41,7 @@ class Settings:
     budget_s: float | None = None  # budget = "20m": wall-clock seconds for the whole optimization
     budget_tokens: int | None = None  # budget = "200k tokens": generated tokens of the trials
     space: str = "declared"
+    batch: int = 1  # trials asked at once and run together (their generations share the model's batches)
 
     @staticmethod
     def resolve(compiled: CompiledProgram, folder: Path, trials: int | None, storage: str | None, study: str | None,
@@ -71,7 +72,8 @@ class Settings:
                         minibatch=setting("minibatch"), promote=max(1, setting("promote")),
                         seed=setting("seed") if seed is None else seed, cost=bool(setting("cost")), storage=url,
                         study=study or setting("study") or compiled.name, reward=spec.get("reward"),
-                        **_budget(spec.get("budget")), space=spec.get("space", "declared"))
+                        **_budget(spec.get("budget")), space=spec.get("space", "declared"),
+                        batch=setting("batch"))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "storage": redact(self.storage)}

@@ -384,3 +384,13 @@ def test_engine_seeds_make_a_run_of_samples_one_n_request():
     # member j of an n-request seeded engine_seed(p, a) is seeded seed + j = engine_seed(p, a + j) (vLLM's rule)
     assert [d.engine_seed("p", 2) + j for j in range(3)] == [d.engine_seed("p", i) for i in (2, 3, 4)]
     assert d.engine_seed("p", 0) != d.engine_seed("q", 0) != Decoding(temperature=0.7, seed=4).engine_seed("q", 0)
+
+
+def test_calls_with_different_decodings_share_batches_and_sample_as_alone(backend):
+    calls = [([GenRequest(PROMPTS[1], (0, 1)), GenRequest(PROMPTS[2])], Decoding(temperature=0.8, max_tokens=6, seed=3)),
+             ([GenRequest(PROMPTS[1])], Decoding(temperature=0.0, max_tokens=3)),
+             ([GenRequest(PROMPTS[3], (0, 2))], Decoding(temperature=1.2, top_k=20, top_p=0.9, max_tokens=5,
+                                                        stop=("e",)))]
+    together = backend.generate_many(calls)
+    assert together == [backend.generate(requests, decoding) for requests, decoding in calls]
+    assert all(c.tokens <= 3 for c in together[1][0]) and all(c.tokens <= 5 for c in together[2][0])

@@ -156,7 +156,8 @@ def test_minibatch_promotion_and_pruning(tmp_path, isolated_cache):
 
 
 def test_resume_continues_a_study_with_the_same_suggestions(tmp_path, isolated_cache):
-    prog = aldsl.compile(toy(tmp_path))
+    # one trial at a time (batched trials resume alike between batches: test_batched_trials.py)
+    prog = aldsl.compile(toy(tmp_path, settings=", batch = 1"))
     first = optimize(prog, session=Session(), out_dir=tmp_path / "a", trials=3)
     assert first.ran == 3
     resumed = optimize(prog, session=Session(), out_dir=tmp_path / "a", trials=6)

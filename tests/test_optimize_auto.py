@@ -191,3 +191,17 @@ def test_the_second_task_is_answer_only_and_gets_rationales(tmp_path, tiny_model
     compiled = aldsl.compile(path)
     assert "rejection(d.train" in compiled.checked.program.source
     assert compiled.search_space["g.finetune"].choices == (None, "auto_rationales")
+
+
+def test_contributions_add_psi_then_theta_then_l(tmp_path, tiny_model_dir):
+    from aldsl.optimizers.contributions import steps
+
+    compiled = aldsl.compile(program(tmp_path, "worked", tiny_model_dir))
+    defaults = {p.name: p.default for p in compiled.search_space}
+    values = {**defaults, "main.samples": 4, "g.temperature": 0.7, "g.finetune": "auto_sft", "p.template": "cot"}
+    path = steps(defaults, values, compiled.checked)
+    assert [(group, sorted(part)) for group, part, _ in path] == [
+        ("psi", ["p.template"]), ("theta", ["g.finetune"]), ("L", ["g.temperature", "main.samples"])]
+    assert path[0][2] == {**defaults, "p.template": "cot"}  # psi alone: the checkpoint of theta is not needed
+    assert path[-1][2] == values
+    assert steps(defaults, defaults, compiled.checked) == []

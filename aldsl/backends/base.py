@@ -208,6 +208,10 @@ index, completion) each: the generation cache stores them at once, so a run kill
 loses no finished sample."""
 
 
+ManyFinished = Callable[[int, Sequence[tuple[str, int, Completion]]], None]
+"""``generate_many``'s :data:`Finished`: called with the index of the call the samples belong to."""
+
+
 class OutOfMemory(RuntimeError):
     """A batch did not fit in memory; the caller halves the batch and retries."""
 

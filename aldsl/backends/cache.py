@@ -14,10 +14,11 @@ import threading
 import time
 import warnings
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from aldsl.backends.base import Backend, Completion, Decoding, Finished, GenRequest, Progress
+from aldsl.backends.base import Backend, Completion, Decoding, Finished, GenRequest, ManyFinished, Progress
 from aldsl.store.hashing import content_hash
 from aldsl.store.paths import cache_dir
 
@@ -211,39 +212,59 @@ class CachedBackend:
         finished: Finished | None = None,
     ) -> list[list[Completion]]:
         """Cached samples where present; the misses, grouped by prompt, go to the backend in one call."""
-        keys = [[cache_key(self.identity, r.prompt, decoding, s) for s in r.samples] for r in requests]
-        found = self.cache.get_many(k for row in keys for k in row)
-        missing: dict[str, dict[int, str]] = {}  # prompt -> sample index -> key
+        report = None if finished is None else (lambda call, items: finished(items))
+        return self.generate_many([(requests, decoding)], progress, report)[0]
+
+    def generate_many(
+        self, calls: Sequence[tuple[Sequence[GenRequest], Decoding]], progress: Progress | None = None,
+        finished: ManyFinished | None = None,
+    ) -> list[list[list[Completion]]]:
+        """Several calls, each with its own decoding: the misses of all go to the backend at once (in
+        shared batches where it has ``generate_many``, else one call per decoding)."""
+        keys, found, missing = [], [], []
         complete = 0
-        for request, row in zip(requests, keys):
-            absent = [(s, k) for s, k in zip(request.samples, row) if k not in found]
-            complete += not absent
-            for sample, key in absent:
-                if decoding.temperature <= 0:
-                    sample = 0
-                missing.setdefault(request.prompt, {})[sample] = key
-            self.hits += len(row) - len(absent)
+        for requests, decoding in calls:
+            rows = [[cache_key(self.identity, r.prompt, decoding, s) for s in r.samples] for r in requests]
+            hits = self.cache.get_many(k for row in rows for k in row)
+            absent: dict[str, dict[int, str]] = {}  # prompt -> sample index -> key
+            for request, row in zip(requests, rows):
+                gone = [(s, k) for s, k in zip(request.samples, row) if k not in hits]
+                complete += not gone
+                for sample, key in gone:
+                    absent.setdefault(request.prompt, {})[0 if decoding.temperature <= 0 else sample] = key
+                self.hits += len(row) - len(gone)
+            keys.append(rows)
+            found.append(hits)
+            missing.append(absent)
         if progress is not None and complete:
             progress(complete, 0)
         fresh: dict[str, Completion] = {}
 
-        def store(done: Sequence[tuple[str, int, Completion]]) -> None:
+        def store(c: int, done: Sequence[tuple[str, int, Completion]]) -> None:
+            done = [(p, s, comp) for p, s, comp in done if missing[c][p][s] not in fresh]
             if not done:
                 return
-            new = {missing[p][s]: c for p, s, c in done if missing[p][s] not in fresh}
+            new = {missing[c][p][s]: comp for p, s, comp in done}
             self.cache.put_many(new)
             fresh.update(new)
             self.misses += len(new)
-            self.generated_tokens += sum(c.tokens for c in new.values())
+            self.generated_tokens += sum(comp.tokens for comp in new.values())
             if finished is not None:
-                finished(done)
+                finished(c, done)
 
-        if missing:
-            asked = [GenRequest(prompt, tuple(samples)) for prompt, samples in missing.items()]
-            outputs = self.backend.generate(asked, decoding, progress, store)
-            store([(r.prompt, s, c) for r, cs in zip(asked, outputs) for s, c in zip(r.samples, cs)
-                   if missing[r.prompt][s] not in fresh])  # samples a backend did not report as they finished
-        return [[fresh[k] if k in fresh else found[k] for k in row] for row in keys]
+        todo = [c for c in range(len(calls)) if missing[c]]
+        asked = [[GenRequest(prompt, tuple(samples)) for prompt, samples in missing[c].items()] for c in todo]
+        if todo:
+            many = getattr(self.backend, "generate_many", None)
+            if many is not None:
+                outputs = many([(a, calls[c][1]) for c, a in zip(todo, asked)], progress,
+                               lambda i, done: store(todo[i], done))
+            else:
+                outputs = [self.backend.generate(a, calls[c][1], progress, partial(store, c))
+                           for c, a in zip(todo, asked)]
+            for c, a, out in zip(todo, asked, outputs):  # samples a backend did not report as they finished
+                store(c, [(r.prompt, s, comp) for r, cs in zip(a, out) for s, comp in zip(r.samples, cs)])
+        return [[[fresh[k] if k in fresh else found[c][k] for k in row] for row in keys[c]] for c in range(len(calls))]
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: cache hits, misses (samples generated), generated tokens."""

@@ -29,6 +29,7 @@ from aldsl.backends.base import (
     ModelNotFound,
     ModelSpec,
     OutOfMemory,
+    ManyFinished,
     Progress,
 )
 from aldsl.backends.chat import format_chat
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 CPU_BATCH_TOKENS = 32768  # rows x (prompt + max_tokens) per batch on CPU (measured: larger is no faster)
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many best tokens first; a full sort only if they fall short
-COMPACT_FRACTION = 8  # drop finished rows from the batch once they are 1/8 of it
+COMPACT_FRACTION = 8
+PAD_LIMIT = 1.5  # a batch's longest row (prompt + max_tokens) is at most this many times its shortest  # drop finished rows from the batch once they are 1/8 of it
 
 
 def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tensor | None) -> torch.Tensor:
@@ -80,6 +82,21 @@ def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tens
     return chosen
 
 
+def _choose_rows(logits: torch.Tensor, decodings: list[Decoding], uniforms: torch.Tensor | None) -> torch.Tensor:
+    """:func:`choose_tokens` for rows that may each have their own decoding (one call per decoding)."""
+    first = decodings[0]
+    if all(d == first for d in decodings):
+        return choose_tokens(logits, first, uniforms)
+    chosen = torch.empty(len(decodings), dtype=torch.long, device=logits.device)
+    groups: dict[Decoding, list[int]] = {}
+    for i, d in enumerate(decodings):
+        groups.setdefault(d, []).append(i)
+    for d, rows in groups.items():
+        index = torch.tensor(rows, device=logits.device)
+        chosen[index] = choose_tokens(logits[index], d, None if uniforms is None else uniforms[index])
+    return chosen
+
+
 def _nucleus(sorted_scores: torch.Tensor, lse: torch.Tensor, top_p: float, uniforms: torch.Tensor) -> torch.Tensor:
     """Position sampled from the smallest prefix of descending scores holding ``top_p`` of the mass."""
     probs = (sorted_scores - lse[:, None]).exp()
@@ -98,11 +115,12 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Unit:
-    """One prompt in a batch and the sample indices drawn from it (one batch row each)."""
+    """One prompt of one call in a batch and the sample indices drawn from it (one batch row each)."""
 
     prompt: str
     ids: list[int]
     samples: list[int]
+    call: int = 0  # which (requests, decoding) of a generate_many call it belongs to
 
 
 def _rows(batch: list[_Unit]) -> int:
@@ -116,10 +134,10 @@ def _halve(batch: list[_Unit]) -> list[list[_Unit]]:
     for part in (flat[: len(flat) // 2], flat[len(flat) // 2 :]):
         units: list[_Unit] = []
         for unit, sample in part:
-            if units and units[-1].prompt == unit.prompt:
+            if units and units[-1].prompt == unit.prompt and units[-1].call == unit.call:
                 units[-1].samples.append(sample)
             else:
-                units.append(_Unit(unit.prompt, unit.ids, [sample]))
+                units.append(_Unit(unit.prompt, unit.ids, [sample], unit.call))
         halves.append(units)
     return halves
 
@@ -171,26 +189,43 @@ class TransformersBackend:
         finished: Finished | None = None,
     ) -> list[list[Completion]]:
         """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
-        decoding.check()
-        arrivals = Arrivals(requests, decoding.greedy)
-        prompts = list(arrivals.wanted)
-        ids = self._tokenize(prompts)
-        units = [_Unit(p, t, list(arrivals.wanted[p])) for p, t in zip(prompts, ids)]
+        report = None if finished is None else (lambda call, items: finished(items))
+        return self.generate_many([(requests, decoding)], progress, report)[0]
+
+    def generate_many(
+        self, calls: Sequence[tuple[Sequence[GenRequest], Decoding]], progress: Progress | None = None,
+        finished: ManyFinished | None = None,
+    ) -> list[list[list[Completion]]]:
+        """Several generate calls, each with its own decoding, in shared batches (rows of different
+        decodings side by side); result ``[c]`` is what ``generate`` gives for ``calls[c]``.
+        ``finished(c, items)`` as samples of call ``c`` are done."""
+        for _, decoding in calls:
+            decoding.check()
+        arrivals = [Arrivals(requests, decoding.greedy) for requests, decoding in calls]
+        units: list[_Unit] = []
+        for c, arrival in enumerate(arrivals):
+            prompts = list(arrival.wanted)
+            units += [_Unit(p, t, list(arrival.wanted[p]), c) for p, t in zip(prompts, self._tokenize(prompts))]
+        decodings = [decoding for _, decoding in calls]
         step = None if progress is None else (lambda n_tokens: progress(0, n_tokens))  # tokens as they come
-        for results, _ in self._run_batches(units, decoding, step):
-            items = [(prompt, sample, c) for (prompt, sample), c in results.items()]
-            complete = arrivals.arrive(items)
-            if finished is not None:
-                finished(items)
+        for results, _ in self._run_batches(units, decodings, step):
+            by_call: dict[int, list[tuple[str, int, Completion]]] = {}
+            for (c, prompt, sample), completion in results.items():
+                by_call.setdefault(c, []).append((prompt, sample, completion))
+            complete = 0
+            for c, items in by_call.items():
+                complete += arrivals[c].arrive(items)
+                if finished is not None:
+                    finished(c, items)
             if progress is not None:
                 progress(complete, 0)
-        return arrivals.results()
+        return [arrival.results() for arrival in arrivals]
 
     def _run_batches(
-        self, units: list[_Unit], decoding: Decoding, step: Callable[[int], None] | None = None
-    ) -> Iterator[tuple[dict[tuple[str, int], Completion], int]]:
+        self, units: list[_Unit], decodings: list[Decoding], step: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[dict[tuple[int, str, int], Completion], int]]:
         """Decode packed batches; on out-of-memory halve the batch, remember the limit, retry."""
-        queue = deque(self._pack(units, decoding.max_tokens))
+        queue = deque(self._pack(units, decodings))
         while queue:
             batch = queue.popleft()
             rows = _rows(batch)
@@ -198,12 +233,12 @@ class TransformersBackend:
                 queue.extendleft(reversed(_halve(batch)))
                 continue
             try:
-                result = self._decode_batch(batch, decoding, step)
+                result = self._decode_batch(batch, decodings, step)
             except OutOfMemory as error:
                 if rows == 1:
                     raise BackendError(
-                        f"One sequence of {len(batch[0].ids)} prompt tokens + {decoding.max_tokens} new tokens "
-                        "does not fit in memory. Lower max_tokens, shorten the prompt or use a bigger device."
+                        f"One sequence of {len(batch[0].ids)} prompt tokens + {decodings[batch[0].call].max_tokens} "
+                        "new tokens does not fit in memory. Lower max_tokens, shorten the prompt or use a bigger device."
                     ) from error
                 result = None  # leave the except block first: the error's traceback holds the batch's tensors
             if result is None:
@@ -215,43 +250,48 @@ class TransformersBackend:
                 continue
             yield result
 
-    def _pack(self, units: list[_Unit], max_tokens: int) -> list[list[_Unit]]:
+    def _pack(self, units: list[_Unit], decodings: list[Decoding]) -> list[list[_Unit]]:
         """Sort prompts by length and pack rows so rows x (longest prompt + max_tokens) fits the budget."""
         batches: list[list[_Unit]] = []
         batch: list[_Unit] = []
-        for unit in sorted(units, key=lambda u: len(u.ids)):
+        longest = max(d.max_tokens for d in decodings)  # a batch decodes until its longest row is done
+        for unit in sorted(units, key=lambda u: (len(u.ids), u.call)):
             samples = list(unit.samples)
-            capacity = max(1, self.max_batch_tokens // (len(unit.ids) + max_tokens))
+            capacity = max(1, self.max_batch_tokens // (len(unit.ids) + longest))
+            if batch and len(unit.ids) + longest > PAD_LIMIT * (len(batch[0].ids) + longest):
+                batches.append(batch)  # padding the batch's shortest rows this far costs more than a new batch
+                batch = []
             while samples:
                 room = capacity - _rows(batch)
                 if room <= 0:
                     batches.append(batch)
                     batch = []
                     continue
-                batch.append(_Unit(unit.prompt, unit.ids, samples[:room]))
+                batch.append(_Unit(unit.prompt, unit.ids, samples[:room], unit.call))
                 samples = samples[room:]
         if batch:
             batches.append(batch)
         return batches
 
-    def _decode_batch(self, batch: list[_Unit], decoding: Decoding, step: Callable[[int], None] | None = None
-                      ) -> tuple[dict[tuple[str, int], Completion], int]:
+    def _decode_batch(self, batch: list[_Unit], decodings: list[Decoding], step: Callable[[int], None] | None = None
+                      ) -> tuple[dict[tuple[int, str, int], Completion], int]:
         rows = _rows(batch)
         if self.spec.max_batch_rows is not None and rows > self.spec.max_batch_rows:
             raise OutOfMemory(f"{rows} rows exceed max_batch_rows={self.spec.max_batch_rows}")
         try:
             with torch.inference_mode():
-                return self._sample(batch, decoding, step)
+                return self._sample(batch, decodings, step)
         except RuntimeError as error:
             if _is_oom(error):
                 raise OutOfMemory(str(error)) from error
             raise
 
-    def _sample(self, batch: list[_Unit], decoding: Decoding, on_step: Callable[[int], None] | None = None
-                ) -> tuple[dict[tuple[str, int], Completion], int]:
-        """Prefill each prompt once, fan out to one row per sample, decode until every row finishes;
-        ``on_step(k)`` after each decoding step that added k tokens (progress)."""
-        device, max_tokens = self.device, decoding.max_tokens
+    def _sample(self, batch: list[_Unit], decodings: list[Decoding], on_step: Callable[[int], None] | None = None
+                ) -> tuple[dict[tuple[int, str, int], Completion], int]:
+        """Prefill each prompt once, fan out to one row per sample, decode until every row finishes
+        (each row with its own call's decoding); ``on_step(k)`` after each decoding step that added k
+        tokens (progress)."""
+        device = self.device
         input_ids, mask = self._left_pad([u.ids for u in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
@@ -259,7 +299,9 @@ class TransformersBackend:
         )
         cache, logits = self._cache_of(out), out.logits[:, -1, :]
         del out
-        row_keys = [(u.prompt, s) for u in batch for s in u.samples]
+        row_keys = [(u.call, u.prompt, s) for u in batch for s in u.samples]
+        row_decoding = [decodings[c] for c, _, _ in row_keys]
+        max_tokens = max(d.max_tokens for d in row_decoding)
         n_rows = len(row_keys)
         next_pos = positions[:, -1] + 1
         if n_rows > len(batch):
@@ -269,16 +311,17 @@ class TransformersBackend:
             cache.reorder_cache(expand)
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
         uniforms = None
-        if decoding.temperature > 0:
-            streams = [np.random.default_rng(decoding.sample_seed(p, s)).random(max_tokens) for p, s in row_keys]
+        if any(d.temperature > 0 for d in row_decoding):  # greedy rows draw nothing: zeros stand in
+            streams = [np.random.default_rng(d.sample_seed(p, s)).random(max_tokens) if d.temperature > 0
+                       else np.zeros(max_tokens) for d, (_, p, s) in zip(row_decoding, row_keys)]
             uniforms = torch.from_numpy(np.stack(streams)).to(device)
         tokens: list[list[int]] = [[] for _ in row_keys]
         finish: list[str | None] = [None] * n_rows
         present = list(range(n_rows))  # which row each batch position holds
-        stop_window = 4 * max((len(s) for s in decoding.stop), default=0) + 2
+        windows = [4 * max((len(s) for s in d.stop), default=0) + 2 for d in row_decoding]
         for step in range(max_tokens):
             step_uniforms = None if uniforms is None else uniforms[present, step]
-            chosen = choose_tokens(logits, decoding, step_uniforms)
+            chosen = _choose_rows(logits, [row_decoding[r] for r in present], step_uniforms)
             check: list[int] = []
             added = 0
             for row, token in zip(present, chosen.tolist()):
@@ -288,14 +331,15 @@ class TransformersBackend:
                 added += 1
                 if token in self.eos_token_ids:
                     finish[row] = "eos"
-                elif len(tokens[row]) == max_tokens:
+                elif len(tokens[row]) == row_decoding[row].max_tokens:
                     finish[row] = "length"
-                if decoding.stop and finish[row] != "eos":
+                if row_decoding[row].stop and finish[row] != "eos":
                     check.append(row)
             if check:
-                tails = self.tokenizer.batch_decode([tokens[r][-stop_window:] for r in check], skip_special_tokens=True)
+                tails = self.tokenizer.batch_decode([tokens[r][-windows[r]:] for r in check], skip_special_tokens=True)
                 for row, tail in zip(check, tails):
-                    if any(s in tail for s in decoding.stop) and self._stop_at(tokens[row], decoding) is not None:
+                    stop = row_decoding[row].stop
+                    if any(s in tail for s in stop) and self._stop_at(tokens[row], row_decoding[row]) is not None:
                         finish[row] = "stop"
             if on_step is not None:
                 on_step(added)
@@ -318,7 +362,8 @@ class TransformersBackend:
             cache, logits = self._cache_of(out), out.logits[:, -1, :]
             del out
             next_pos = next_pos + 1
-        results = {key: self._completion(tokens[r], finish[r] or "length", decoding) for r, key in enumerate(row_keys)}
+        results = {key: self._completion(tokens[r], finish[r] or "length", row_decoding[r])
+                   for r, key in enumerate(row_keys)}
         return results, sum(len(t) for t in tokens)
 
     def _cache_of(self, out: object) -> object:

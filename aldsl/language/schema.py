@@ -388,6 +388,9 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("space", t_enum("declared", "auto"), "declared", "declared: search the values the program declares as "
               "searchable; auto: also propose psi, L, the reward and theta from what the data holds "
               "(docs/optimize.md)", searchable=False),
+        Param("batch", t_int(1, 64), 1, "trials asked at once (constant liar) and run together: their generations "
+              "share the model's batches (pays where throughput grows with batch size: a GPU, a server)",
+              searchable=False),
         Param("budget", t_or(STR, NONE), None, "stop starting trials after this wall-clock time (\"20m\", \"90s\", "
               "\"1h\") or this many generated tokens (\"200k tokens\"); promotion and the report still run",
               searchable=False),

@@ -177,7 +177,7 @@ class Executor:
                 if trace.candidates[i].reward is None]
         items = [RewardItem(trace.x, trace.candidates[i].text, trace.record, trace.base) for trace, i in todo]
         with self.session.reporter.task(f"{node}: scoring {len(items)} candidates", total=1) as advance:
-            scored = model.score(items) if items else []
+            scored = self.session.compute(lambda: model.score(items)) if items else []
             advance(1)
         for (trace, i), s in zip(todo, scored):
             c = trace.candidates[i]

@@ -3,6 +3,7 @@ reward models and fine-tuned checkpoints, and the progress reporter."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -18,6 +19,7 @@ from aldsl.progress import QUIET, Reporter
 
 if TYPE_CHECKING:
     from aldsl.compiler.graph import ProgramGraph
+    from aldsl.runtime.batching import Coalescer
     from aldsl.rewards.base import RewardModel
 
 
@@ -36,6 +38,9 @@ class Session:
         self._backends: dict[tuple[Any, ...], Backend] = {}
         self._rewards: dict[str, RewardModel] = {}
         self._checkpoints: dict[str, Path] = {}
+        self._loading = threading.Lock()
+        self.coalescer: Coalescer | None = None
+        """Set while several runs in threads share the model's batches (:mod:`aldsl.runtime.batching`)."""
 
     # ---- models
     def model_spec(self, gen: ModelGenerator, graph: ProgramGraph | None = None) -> ModelSpec:
@@ -51,14 +56,21 @@ class Session:
                          server=gen.server)
 
     def backend(self, gen: ModelGenerator, graph: ProgramGraph | None = None) -> Backend:
-        """The (cached) backend of a compiled generator."""
+        """The (cached) backend of a compiled generator, loaded once (also when threads ask at once)."""
         spec = self.model_spec(gen, graph)
-        if spec not in self._backends:
-            raw = load_backend(spec)
-            if hasattr(raw, "dtype"):  # printed once per model: what every figure of the run was computed in
-                self.reporter.log(f"model {raw.identity} on {getattr(raw, 'device', '?')} in {dtype_name(raw)}")
-            self._backends[spec] = CachedBackend(raw, self.cache) if self.cache is not None else raw
-        return self._backends[spec]
+        with self._loading:
+            if spec not in self._backends:
+                raw = load_backend(spec)
+                if hasattr(raw, "dtype"):  # printed once per model: what every figure of the run was computed in
+                    self.reporter.log(f"model {raw.identity} on {getattr(raw, 'device', '?')} in {dtype_name(raw)}")
+                self._backends[spec] = CachedBackend(raw, self.cache) if self.cache is not None else raw
+        backend = self._backends[spec]
+        return self.coalescer.wrap(backend) if self.coalescer is not None else backend
+
+    def compute(self, work: Callable[[], T]) -> T:
+        """Model work other than generation (reward scoring): while runs share the model (``coalescer``),
+        on its model thread; otherwise here."""
+        return self.coalescer.compute(work) if self.coalescer is not None else work()
 
     def dtypes(self) -> dict[str, str]:
         """The dtype each loaded local model computes in, by identity (recorded in run stats)."""
