@@ -25,4 +25,4 @@ export ALDSL_CACHE="$VENV/aldsl-cache"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -iE "^(transformers|networkx|optuna|gguf|torch) "
 ${RUNNER:-} "$VENV/bin/python" -m pytest -q -n 2 -m "not slow" -p no:cacheprovider \
   tests/test_compile.py tests/test_backends.py tests/test_executor.py tests/test_cli.py tests/test_optimize.py \
-  tests/test_cache.py tests/test_install.py "$@"
+  tests/test_cache.py tests/test_install.py tests/test_batched_trials.py "$@"

@@ -251,19 +251,26 @@ def _changed(result) -> str:
 
 
 def _write_results(out: Path, mode: str) -> None:
-    """Put this mode's tables (those produced so far) into the optimize section of bench/RESULTS.md."""
+    """Put this mode's tables (those produced so far) into bench/RESULTS.md: the search and Prompt-OIRL
+    in the ``optimize`` section, the throughput runs in the ``search_throughput`` section."""
     from bench.publish import machine, write_section
 
-    parts = [(out / name).read_text(encoding="utf-8") for name in ("search.md", "oirl.md", "throughput_median.md",
-                                                                   "throughput_none.md") if (out / name).exists()]
-    if not parts:
-        return
-    line = (out / "line.txt").read_text(encoding="utf-8").strip() if (out / "line.txt").exists() else ""
-    write_section(ROOT / "bench" / "RESULTS.md", "optimize", "\n".join([
-        f"## Optimization (`bench/optimize.py{' --quick' if mode == 'quick' else ''}`)", "",
-        "Arithmetic word problems (`programs/data/arith.jsonl`: 1, 2 and 3 steps), embedded model "
-        f"SmolLM2-135M-Instruct; machine: {machine()}. Test rows are the held-out split, read once after the search.",
-        "", *parts, *(["```", line, "```"] if line else [])]))
+    results = ROOT / "bench" / "RESULTS.md"
+    flag = " --quick" if mode == "quick" else ""
+    parts = [(out / name).read_text(encoding="utf-8") for name in ("search.md", "oirl.md") if (out / name).exists()]
+    if parts:
+        line = (out / "line.txt").read_text(encoding="utf-8").strip() if (out / "line.txt").exists() else ""
+        write_section(results, "optimize", "\n".join([
+            f"## Optimization (`bench/optimize.py{flag}`)", "",
+            "Arithmetic word problems (`programs/data/arith.jsonl`: 1, 2 and 3 steps), embedded model "
+            f"SmolLM2-135M-Instruct; machine: {machine()}. Test rows are the held-out split, read once after the "
+            "search.", "", *parts, *(["```", line, "```"] if line else [])]))
+    runs = [(out / f"throughput_{p}.md").read_text(encoding="utf-8") for p in ("none", "median")
+            if (out / f"throughput_{p}.md").exists()]
+    if runs:
+        write_section(results, "search_throughput", "\n".join([
+            f"## Search throughput (`bench/optimize.py{flag} --part throughput`)", "",
+            f"Embedded model SmolLM2-135M-Instruct on the arithmetic problems; machine: {machine()}.", "", *runs]))
 
 
 if __name__ == "__main__":

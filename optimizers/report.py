@@ -350,33 +350,38 @@ def _contributions_plot(result: OptimizeResult) -> Path:
     """Held-out defaults against optimized (with their CIs), beside the dev path from the defaults to the
     optimized program, one group of knobs at a time."""
     plt = _pyplot()
-    fig, (held, path) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    grey, gain, loss = "#9e9e9e", "#2e7d32", "#c62828"
+    fig, (held, path) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 2]})
     report = result.settings.get("report", "test")
     rows = [r for r in result.rows if r.split == report]
     means = [r.evaluation.mean for r in rows]
     errors = np.array([[r.evaluation.mean - r.ci[0], r.ci[1] - r.evaluation.mean] for r in rows]).T
-    held.bar([r.label for r in rows], means, yerr=errors, capsize=4, color=["C7", "C2"][:len(rows)])
-    for i, m in enumerate(means):
-        held.text(i, m, f"{m:.3f}", ha="center", va="bottom")
+    held.bar([r.label for r in rows], means, yerr=errors, capsize=4, color=[grey, gain][:len(rows)])
+    for i, (m, r) in enumerate(zip(means, rows)):
+        held.text(i + 0.08, m, f"{m:.3f}", ha="left", va="bottom")
+    held.set_ylim(0, max([r.ci[1] for r in rows] + [0.05]) * 1.15)
     held.set_ylabel(f"{result.objective} (95% CI)")
-    held.set_title(f"held out: {report}, {len(rows[0].evaluation.scores) if rows else 0} queries")
+    held.set_title(f"held out: {report}, {len(rows[0].evaluation.scores) if rows else 0} queries", fontsize=10)
     steps = result.extra["contributions"]
     split = steps[0]["split"]
     start = next(r.evaluation.mean for r in result.rows if r.label == "defaults" and r.split == split)
-    labels, bottoms, heights = ["defaults"], [0.0], [start]
+    labels, bottoms, heights, colors = ["defaults"], [0.0], [start], [grey]
     level = start
     for step in steps:
         labels.append("+ " + step["label"].replace(" (", "\n("))
         bottoms.append(min(level, step["score"]))
         heights.append(abs(step["delta"]))
+        colors.append(gain if step["delta"] > 0 else loss if step["delta"] < 0 else grey)
         level = step["score"]
-    colors = ["C7"] + ["C2" if s["delta"] >= 0 else "C3" for s in steps]
     path.bar(range(len(labels)), heights, bottom=bottoms, color=colors)
     for i, step in enumerate(steps, start=1):
+        if step["delta"] == 0:  # no bar to see: a line at the level
+            path.hlines(bottoms[i], i - 0.4, i + 0.4, color=grey, linewidth=2)
         path.text(i, bottoms[i] + heights[i], f"{step['delta']:+.3f}", ha="center", va="bottom")
+    path.set_ylim(0, max(b + h for b, h in zip(bottoms, heights)) * 1.15 + 0.01)
     path.set_xticks(range(len(labels)), labels, fontsize=8)
-    path.set_ylabel(result.objective)
-    path.set_title(f"contribution of each chosen knob ({split}, {steps[0]['n']} queries)")
+    path.set_ylabel(f"{result.objective} on {split}")
+    path.set_title(f"what each chosen knob added ({split}, {steps[0]['n']} queries)", fontsize=10)
     fig.suptitle(f"{result.program}: defaults against optimized")
     return _save(fig, result.folder / "contributions.png")
 
