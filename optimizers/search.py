@@ -364,7 +364,7 @@ def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], An
             for trial in asked:
                 study.tell(trial, state=TrialState.FAIL)
             raise error
-        if len(asked) == 1 or together is None:
+        if len(asked) <= 1 or together is None:  # none: another worker took the budget's last trials
             outcomes = [_outcome(objective, trial) for trial in asked]
         else:
             with together(len(asked)) as run_all:

@@ -103,3 +103,14 @@ def test_finds_the_known_best_with_pruning_and_resumes_between_batches(tmp_path,
     assert (first.ran, resumed.ran) == (6, 3)
     params = lambda r: [t["values"] for t in r.trials]  # noqa: E731
     assert params(resumed) == params(straight)
+
+
+def test_a_batch_that_finds_the_budget_taken_runs_nothing(tmp_path, isolated_cache):
+    from aldsl.optimizers import search
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    study.enqueue_trial({})
+    study.ask()  # another worker's running trial holds the whole budget of 1
+    ran = search._run_batch(study, 1, lambda t: 1.0, [optuna.samplers.RandomSampler(seed=0)] * 3, None,
+                            lambda n: pytest.fail("no trial to run together"))
+    assert ran == 0 and [t.state for t in study.trials][-1] == optuna.trial.TrialState.FAIL
