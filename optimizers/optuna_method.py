@@ -320,8 +320,12 @@ class OptunaSearch:
             f"trial {best.number}.")
         return full, best
 
+    def _defaults(self) -> dict[str, Any]:
+        """The program's values of every searched parameter, with the pinned ones."""
+        return {**{p.name: p.default for p in self.params}, **self.pinned}
+
     def _defaults_on(self, pool: list[dict[str, Any]], study: optuna.Study, full: dict[int, Evaluation]) -> Evaluation:
-        defaults = {**{p.name: p.default for p in self.params}, **self.pinned}
+        defaults = self._defaults()
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number in full and t.user_attrs.get("values") == defaults:
                 return full[t.number]
@@ -334,7 +338,7 @@ class OptunaSearch:
         checked = self.compiled.checked
         if checked is None:
             return []
-        defaults = {**{p.name: p.default for p in self.params}, **self.pinned}
+        defaults = self._defaults()
         path = contributions.steps(defaults, values, checked)
         middle = [self.compiled.with_params(v) for _, _, v in path[:-1]]
         if middle:

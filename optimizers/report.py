@@ -296,18 +296,18 @@ def _history(result: OptimizeResult) -> Path | None:
 
 def _importances(result: OptimizeResult, study: optuna.Study) -> Path | None:
     """Optuna's own importance plot (fANOVA), for the first objective."""
-    import optuna
     from optuna.visualization.matplotlib import plot_param_importances
 
-    _pyplot()
+    plt = _pyplot()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if not optuna.importance.get_param_importances(study, target=lambda t: t.values[0]):
-                return None
             ax = plot_param_importances(study, target=lambda t: t.values[0], target_name=result.objective)
     except (RuntimeError, ValueError) as e:
         result.notes.append(f"(No parameter importances: {e})")
+        return None
+    if not ax.patches:  # no parameter to rank
+        plt.close(ax.figure)
         return None
     ax.set_title(f"{result.program}: parameter importances (fANOVA)")
     return _save(ax.figure, result.folder / "importances.png")

@@ -351,13 +351,12 @@ def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], An
             study.tell(trial, state=TrialState.FAIL)
             break
         asked.append(trial)
-    outcomes: list[tuple[TrialState, Any, BaseException | None]] = []
     with ExitStack() as beats:
         for trial in asked:
             beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
         try:
-            for i, trial in enumerate(asked):
-                study.sampler = samplers[i]  # ...and an independent one (a startup trial) when prepare suggests
+            for sampler, trial in zip(samplers, asked):
+                study.sampler = sampler  # ...and an independent one (a startup trial) when prepare suggests
                 if prepare is not None:
                     prepare(trial)
         except BaseException as error:

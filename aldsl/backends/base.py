@@ -211,6 +211,33 @@ loses no finished sample."""
 ManyFinished = Callable[[int, Sequence[tuple[str, int, Completion]]], None]
 """``generate_many``'s :data:`Finished`: called with the index of the call the samples belong to."""
 
+GenCalls = Sequence[tuple[Sequence[GenRequest], Decoding]]
+"""Several generate calls, each ``(requests, decoding)``."""
+
+
+class ManyCalls:
+    """For a backend with ``generate_many``: ``generate`` is its one-call case."""
+
+    def generate(
+        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
+        finished: Finished | None = None,
+    ) -> list[list[Completion]]:
+        """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
+        report = None if finished is None else (lambda call, items: finished(items))
+        return self.generate_many([(requests, decoding)], progress, report)[0]  # type: ignore[attr-defined]
+
+
+def generate_calls(backend: Any, calls: GenCalls, progress: Progress | None = None,
+                   finished: ManyFinished | None = None) -> list[list[list[Completion]]]:
+    """``calls`` on ``backend``: in shared batches where it has ``generate_many``, else one
+    ``generate`` per call."""
+    many = getattr(backend, "generate_many", None)
+    if many is not None:
+        return many(calls, progress, finished)
+    return [backend.generate(requests, decoding, progress,
+                             None if finished is None else (lambda items, c=c: finished(c, items)))
+            for c, (requests, decoding) in enumerate(calls)]
+
 
 class OutOfMemory(RuntimeError):
     """A batch did not fit in memory; the caller halves the batch and retries."""

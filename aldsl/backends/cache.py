@@ -14,11 +14,11 @@ import threading
 import time
 import warnings
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from aldsl.backends.base import Backend, Completion, Decoding, Finished, GenRequest, ManyFinished, Progress
+from aldsl.backends.base import (Backend, Completion, Decoding, GenCalls, GenRequest, ManyCalls, ManyFinished,
+                                 Progress, generate_calls)
 from aldsl.store.hashing import content_hash
 from aldsl.store.paths import cache_dir
 
@@ -185,7 +185,7 @@ def cache_key(identity: str, prompt: str, decoding: Decoding, sample: int) -> st
     return content_hash(identity, prompt, decoding.key(), sample)
 
 
-class CachedBackend:
+class CachedBackend(ManyCalls):
     """A backend that answers from a :class:`GenerationCache` and generates only the misses.
 
     Each generated sample is stored the moment the backend reports it finished, so a run killed
@@ -207,20 +207,10 @@ class CachedBackend:
             raise AttributeError(name)
         return getattr(self.backend, name)
 
-    def generate(
-        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
-        finished: Finished | None = None,
-    ) -> list[list[Completion]]:
-        """Cached samples where present; the misses, grouped by prompt, go to the backend in one call."""
-        report = None if finished is None else (lambda call, items: finished(items))
-        return self.generate_many([(requests, decoding)], progress, report)[0]
-
-    def generate_many(
-        self, calls: Sequence[tuple[Sequence[GenRequest], Decoding]], progress: Progress | None = None,
-        finished: ManyFinished | None = None,
-    ) -> list[list[list[Completion]]]:
-        """Several calls, each with its own decoding: the misses of all go to the backend at once (in
-        shared batches where it has ``generate_many``, else one call per decoding)."""
+    def generate_many(self, calls: GenCalls, progress: Progress | None = None,
+                      finished: ManyFinished | None = None) -> list[list[list[Completion]]]:
+        """Cached samples where present; the misses of all calls, grouped by prompt, go to the backend at
+        once (:func:`generate_calls`). ``generate`` is the one-call case."""
         keys, found, missing = [], [], []
         complete = 0
         for requests, decoding in calls:
@@ -255,13 +245,8 @@ class CachedBackend:
         todo = [c for c in range(len(calls)) if missing[c]]
         asked = [[GenRequest(prompt, tuple(samples)) for prompt, samples in missing[c].items()] for c in todo]
         if todo:
-            many = getattr(self.backend, "generate_many", None)
-            if many is not None:
-                outputs = many([(a, calls[c][1]) for c, a in zip(todo, asked)], progress,
-                               lambda i, done: store(todo[i], done))
-            else:
-                outputs = [self.backend.generate(a, calls[c][1], progress, partial(store, c))
-                           for c, a in zip(todo, asked)]
+            outputs = generate_calls(self.backend, [(a, calls[c][1]) for c, a in zip(todo, asked)], progress,
+                                     lambda i, done: store(todo[i], done))
             for c, a, out in zip(todo, asked, outputs):  # samples a backend did not report as they finished
                 store(c, [(r.prompt, s, comp) for r, cs in zip(a, out) for s, comp in zip(r.samples, cs)])
         return [[[fresh[k] if k in fresh else found[c][k] for k in row] for row in keys[c]] for c in range(len(calls))]

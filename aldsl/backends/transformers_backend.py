@@ -24,12 +24,12 @@ from aldsl.backends.base import (
     BackendError,
     Completion,
     Decoding,
-    Finished,
-    GenRequest,
+    GenCalls,
+    ManyCalls,
+    ManyFinished,
     ModelNotFound,
     ModelSpec,
     OutOfMemory,
-    ManyFinished,
     Progress,
 )
 from aldsl.backends.chat import format_chat
@@ -150,7 +150,7 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-class TransformersBackend:
+class TransformersBackend(ManyCalls):
     """A causal LM from transformers, on CUDA when present else CPU, in bf16 where the device computes it
     natively else fp32 (:func:`pick_dtype`)."""
 
@@ -184,20 +184,11 @@ class TransformersBackend:
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5
 
     # ---------------------------------------------------------------- generation
-    def generate(
-        self, requests: Sequence[GenRequest], decoding: Decoding, progress: Progress | None = None,
-        finished: Finished | None = None,
-    ) -> list[list[Completion]]:
-        """Sample completions; ``[i][j]`` is sample ``requests[i].samples[j]``."""
-        report = None if finished is None else (lambda call, items: finished(items))
-        return self.generate_many([(requests, decoding)], progress, report)[0]
-
-    def generate_many(
-        self, calls: Sequence[tuple[Sequence[GenRequest], Decoding]], progress: Progress | None = None,
-        finished: ManyFinished | None = None,
-    ) -> list[list[list[Completion]]]:
+    def generate_many(self, calls: GenCalls, progress: Progress | None = None,
+                      finished: ManyFinished | None = None) -> list[list[list[Completion]]]:
         """Several generate calls, each with its own decoding, in shared batches (rows of different
-        decodings side by side); result ``[c]`` is what ``generate`` gives for ``calls[c]``.
+        decodings side by side); result ``[c]`` is what ``generate`` gives for ``calls[c]`` (``generate``
+        is the one-call case).
         ``finished(c, items)`` as samples of call ``c`` are done."""
         for _, decoding in calls:
             decoding.check()

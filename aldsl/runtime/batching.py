@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from aldsl.backends import Backend, Completion, Decoding, GenRequest
-from aldsl.backends.base import Progress
+from aldsl.backends.base import GenCalls, Progress, generate_calls
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -139,14 +139,9 @@ class Coalescer:
                     start += len(call.requests)
         self._cond.notify_all()
 
-    def _generate(self, backend: Backend, merged: list[tuple[list[GenRequest], Decoding]],
-                  progress: Progress | None) -> list[list[list[Completion]]]:
-        many = getattr(backend, "generate_many", None)
-        if many is not None:  # every decoding in shared batches
-            self.calls += 1
-            return many(merged, progress)
-        self.calls += len(merged)  # one backend call per decoding
-        return [backend.generate(requests, decoding, progress) for requests, decoding in merged]
+    def _generate(self, backend: Backend, merged: GenCalls, progress: Progress | None) -> list[list[list[Completion]]]:
+        self.calls += 1 if hasattr(backend, "generate_many") else len(merged)  # shared batches, or one per decoding
+        return generate_calls(backend, merged, progress)
 
 
 def _tokens_only(progress: Progress | None) -> Progress | None:
