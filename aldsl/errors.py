@@ -13,6 +13,11 @@ class UserError(Exception):
         return str(self)
 
 
+class NothingToLearn(UserError):
+    """A fit (fine-tuning or reward) found no example to learn from, e.g. no sampled rationale passed the
+    golden check: in a search the trial with those values fails and the search goes on."""
+
+
 def require_extra(module: str, extra: str, what: str) -> ModuleType:
     """Import an optional dependency, or stop with a UserError naming the aldsl extra that installs it."""
     try:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import Trial, TrialState
 
-from aldsl.errors import UserError
+from aldsl.errors import NothingToLearn, UserError
 from aldsl.runtime.executor import Executor
 from aldsl.store.data import forbid_splits
 from aldsl.store.hashing import content_hash
@@ -54,7 +54,11 @@ class OptunaSearch:
         self.pinned, self.workers, self.worker = job.pinned, job.workers, job.worker
         self.params = search.searched(self.compiled.search_space, self.pinned)
         self.reporter = self.session.reporter
+        self._start = time.monotonic()  # the time budget counts from here
         self._sharing = 1  # trials running together now (their time is shared)
+        self._defaults_dev: Evaluation | None = None  # measured before the search (with a time budget)
+        self._batch_gain = 1.0  # seconds per token of a full-dev batch over a minibatch's, measured then
+        self._stopped: tuple[float, float] | None = None  # when the time budget stopped the search, the estimate
 
     # ---- the whole run
     def run(self) -> OptimizeResult:
@@ -90,6 +94,7 @@ class OptunaSearch:
                         result.notes.append("space = auto: trial 0 is the defaults, trial 1 the recipe the data "
                                             "suggests (the proposed fine-tuning, then best of 4 by majority); the "
                                             "sampler chooses the rest.")
+                self._measure_defaults(pool, minibatch)
                 procs = self._spawn_workers(budget)
                 with self.reporter.task(f"search: {budget} trials, {len(minibatch)} {s.on} queries each "
                                         f"({s.sampler}, pruner {s.pruner})", total=budget) as advance:
@@ -114,6 +119,10 @@ class OptunaSearch:
             result.trials = _trial_rows(study, full, best.number)
             result.extra["pareto"] = _pareto(study) if s.cost else []
             self._report_phase(result, defaults_dev, full[best.number], written, reproduced, pool)
+            if self._stopped is not None:
+                took = time.monotonic() - self._stopped[0]
+                result.notes.append(f"Budget: the rest took {_duration(took)}; the check had estimated "
+                                    f"{_duration(self._stopped[1])}.")
             write_report(result, study, f"{self.compiled.checked.flow.name}.samples" if self.compiled.checked else None)
             study.set_user_attr("promoted", {"trial": best.number, "values": result.values,
                                              s.on: full[best.number].mean, "holder": claim.holder_name(),
@@ -140,10 +149,9 @@ class OptunaSearch:
         return start if start != defaults else None
 
     def _stop(self, study: optuna.Study, minibatch: int, pool: int, result: OptimizeResult) -> Callable[[], str | None]:
-        """The budget check between trials: stop when the next trial plus promotion, the reproduction and the
-        report (estimated from the seconds per query of the trials so far) would pass ``budget`` seconds,
-        or when the trials have generated ``budget`` tokens."""
-        s, start = self.s, time.monotonic()
+        """The budget check between trials: stop when the next trial plus promotion, the contributions and
+        the report would pass ``budget`` seconds, or when the trials have generated ``budget`` tokens."""
+        s = self.s
 
         def stop() -> str | None:
             complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -153,27 +161,62 @@ class OptunaSearch:
                 if used >= s.budget_tokens:
                     reason = f"the token budget ({s.budget_tokens}) was spent: the trials generated {used} tokens"
             if s.budget_s is not None:
-                # the first trial also loaded the model: only later ones are timed (after one trial, only
-                # the clock counts)
-                timed = [t for t in complete if t.user_attrs.get("seconds")][1:]
-                trial_s = _median([t.user_attrs["seconds"] for t in timed])
-                per_query = _median([(t.user_attrs["seconds"] - t.user_attrs.get("fit_seconds", 0.0)) /
-                                     max(1, len(t.user_attrs.get("scores") or [])) for t in timed])
-                # the next trials (with their fits); promotion re-scores only the queries beyond the minibatch
-                # (the rest is cached, as is the reproduction); at most two partial programs measure the
-                # knobs' contributions on dev; the report runs the defaults and the winner
-                tail = s.batch * trial_s + per_query * (s.promote * max(0, pool - minibatch) + 2 * pool +
-                                                        2 * (s.report_queries or pool))
-                elapsed = time.monotonic() - start
+                tail = self._tail_seconds(complete, minibatch, pool)
+                elapsed = time.monotonic() - self._start
                 if elapsed + tail > s.budget_s:
-                    reason = (f"the time budget ({s.budget_s / 60:.1f} min) would be passed: {elapsed / 60:.1f} min "
-                              f"spent, about {tail / 60:.1f} min more for a trial, promotion and the report")
+                    self._stopped = (time.monotonic(), tail)
+                    reason = (f"the time budget ({_duration(s.budget_s)}) would be passed: {_duration(elapsed)} "
+                              f"spent, about {_duration(tail)} more for a trial, promotion and the report")
             if reason:
                 result.notes.append(f"Budget: the search stopped after {len(complete)} complete trials (of "
                                     f"trials = {s.trials}): {reason}.")
             return reason
 
         return stop
+
+    def _tail_seconds(self, complete: list[optuna.trial.FrozenTrial], minibatch: int, pool: int) -> float:
+        """What the rest would cost: the next trials as the trials so far took (median, with their fits), then
+        the queries of the later phases (promotion runs the best trials on the queries beyond the minibatch, a
+        partial program per knob group measures the knobs' contributions on dev, the report runs the defaults
+        and the winner) at the dearest trial's seconds per query, without its fits, scaled by the gain of a
+        full-dev batch over a minibatch (measured on the defaults before the search: ``_measure_defaults``)."""
+        s = self.s
+        # the defaults trial is answered from the cache of _measure_defaults (or loaded the model): not timed
+        timed = [t for t in complete if t.user_attrs.get("seconds") and not t.user_attrs.get("defaults")]
+        if not timed:
+            return 0.0
+
+        def per_query(t: optuna.trial.FrozenTrial) -> float:  # fits left out
+            spent = t.user_attrs["seconds"] - t.user_attrs.get("fit_seconds", 0.0)
+            return spent / max(1, len(t.user_attrs.get("scores") or [])) * self._batch_gain
+
+        # the leader can change with the next trial: every later program is priced as the dearest trial so far
+        dearest = max(per_query(t) for t in timed)
+        defaults_s = self._defaults_dev.seconds / max(1, len(self._defaults_dev.scores)) if self._defaults_dev \
+            else dearest
+        checked = self.compiled.checked  # at most one partial program per knob group, less the winner itself
+        partial = len({contributions.group_of(p.name, checked) for p in self.params}) - 1 if checked else 0
+        queries = s.promote * max(0, pool - minibatch) + max(0, partial) * pool + (s.report_queries or pool)
+        return (s.batch * _median([t.user_attrs["seconds"] for t in timed]) + queries * dearest +
+                (s.report_queries or pool) * defaults_s)
+
+    def _measure_defaults(self, pool: list[dict[str, Any]], minibatch: list[dict[str, Any]]) -> None:
+        """With a time budget: run the defaults on all of dev before the search (the report needs them anyway),
+        the queries beyond the minibatch first (with the model's loading: a pessimistic gain), then the
+        minibatch, so the budget check knows how much faster a full-dev batch runs than a minibatch."""
+        rest = pool[len(minibatch):]
+        if self.s.budget_s is None or self.worker or not rest:
+            return
+        with self.reporter.task(f"defaults on all {len(pool)} {self.s.on} queries (to price the budget)",
+                                total=None) as advance:
+            parts = [evaluate(self.compiled, part, self.session, self.s.objective, split=self.s.on, advance=advance)
+                     for part in (rest, minibatch)]
+        big, small = (p.seconds / max(1, len(p.scores)) for p in parts)
+        # a bigger batch cannot be more than its size times cheaper per token; a minibatch that took under a
+        # second is noise (no gain then)
+        if parts[1].seconds >= 1.0:
+            self._batch_gain = min(1.0, max(len(minibatch) / len(rest), big / small))
+        self._defaults_dev = Evaluation.merge(parts, [r["id"] for r in pool])
 
     def _records(self, split: str) -> list[dict[str, Any]]:
         return Executor(self.compiled.program_graph, self.session).records(split)
@@ -241,7 +284,11 @@ class OptunaSearch:
         if _same_values(trial) is not None:
             return
         start = time.perf_counter()
-        prepare_resources(self.compiled.with_params(values).program_graph, self.session)
+        try:
+            prepare_resources(self.compiled.with_params(values).program_graph, self.session)
+        except NothingToLearn as err:
+            trial.set_user_attr("failed", str(err))
+            raise search.TrialFailed(str(err)) from err
         trial.set_user_attr("fit_seconds", time.perf_counter() - start)
 
     @contextmanager
@@ -281,9 +328,14 @@ class OptunaSearch:
                  result: OptimizeResult) -> tuple[dict[int, Evaluation], optuna.trial.FrozenTrial]:
         s = self.s
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if "failed" in t.user_attrs:
+                result.notes.append(f"Trial {t.number} failed, the search went on: {t.user_attrs['failed']}")
         if not complete:
+            reasons = sorted({t.user_attrs["failed"] for t in study.trials if "failed" in t.user_attrs})
             raise UserError(f"all {len(study.trials)} trials of study {s.study!r} were pruned or failed; "
-                            "nothing to promote (try pruner = none or a larger minibatch)")
+                            "nothing to promote (try pruner = none or a larger minibatch)" +
+                            "".join(f"; {r}" for r in reasons))
         distinct = [t for t in complete if "repeats" not in t.user_attrs]
         ranked = sorted(distinct, key=lambda t: (-t.values[0], _tokens(t), t.number))
         chosen = ranked[:s.promote]
@@ -325,6 +377,8 @@ class OptunaSearch:
         return {**{p.name: p.default for p in self.params}, **self.pinned}
 
     def _defaults_on(self, pool: list[dict[str, Any]], study: optuna.Study, full: dict[int, Evaluation]) -> Evaluation:
+        if self._defaults_dev is not None:
+            return self._defaults_dev
         defaults = self._defaults()
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number in full and t.user_attrs.get("values") == defaults:
@@ -430,6 +484,10 @@ def _same_values(trial: Trial) -> optuna.trial.FrozenTrial | None:
     values = trial.user_attrs["values"]
     return next((t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                  if t.user_attrs.get("values") == values), None)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _median(xs: list[float]) -> float:

@@ -36,10 +36,16 @@ from aldsl.language.space import SearchParam
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
 HEARTBEAT_S = 10  # a RUNNING trial whose process stopped beating for GRACE_S is failed and redone
 GRACE_S = 60
 GRID_LIMIT = 100_000
 WORKER_ATTR = "worker"
+
+
+class TrialFailed(Exception):
+    """A trial whose values cannot run (its fine-tuning found no data to train on, say): it fails, with
+    the reason in its ``failed`` user attribute, and the search goes on."""
 
 
 # ---------------------------------------------------------------- the space
@@ -243,8 +249,9 @@ def optuna_quiet() -> Iterator[None]:
 
 # ---------------------------------------------------------------- the budget loop
 def live(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials that count toward the budget: finished, running or waiting (not failed)."""
-    return [t for t in trials if t.state != TrialState.FAIL]
+    """Trials that count toward the budget: finished, running or waiting, or failed because their values
+    cannot run (TrialFailed; a trial failed by a crash is redone)."""
+    return [t for t in trials if t.state != TrialState.FAIL or "failed" in t.user_attrs]
 
 
 def fail_dead_trials(study: optuna.Study) -> int:
@@ -301,7 +308,7 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
     while True:
         fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state in FINISHED]
+        done = [t for t in live(trials) if t.state in FINISHED or t.state == TrialState.FAIL]
         scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
         fields = {"best": f"{max(scores):.3f}"} if scores else {}
         seconds = sorted(float(t.user_attrs["seconds"]) for t in done if t.user_attrs.get("seconds"))
@@ -354,15 +361,22 @@ def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], An
     with ExitStack() as beats:
         for trial in asked:
             beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        ready: list[Trial] = []
         try:
             for sampler, trial in zip(samplers, asked):
                 study.sampler = sampler  # ...and an independent one (a startup trial) when prepare suggests
-                if prepare is not None:
-                    prepare(trial)
+                try:
+                    if prepare is not None:
+                        prepare(trial)
+                    ready.append(trial)
+                except TrialFailed:
+                    study.tell(trial, state=TrialState.FAIL)
         except BaseException as error:
             for trial in asked:
-                study.tell(trial, state=TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise error
+        failed = len(asked) - len(ready)  # told already: their values cannot run (TrialFailed)
+        asked = ready
         if len(asked) <= 1 or together is None:  # none: another worker took the budget's last trials
             outcomes = [_outcome(objective, trial) for trial in asked]
         else:
@@ -381,7 +395,7 @@ def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         error = error or raised
     if error is not None:
         raise error
-    return sum(state in FINISHED for state, _, _ in outcomes)
+    return failed + sum(state in FINISHED for state, _, _ in outcomes)
 
 
 def _outcome(objective: Callable[[Trial], Any], trial: Trial) -> tuple[TrialState, Any, BaseException | None]:
@@ -390,5 +404,7 @@ def _outcome(objective: Callable[[Trial], Any], trial: Trial) -> tuple[TrialStat
         return TrialState.COMPLETE, objective(trial), None
     except optuna.TrialPruned:
         return TrialState.PRUNED, None, None
+    except TrialFailed:
+        return TrialState.FAIL, None, None
     except BaseException as error:  # KeyboardInterrupt too: the trial is failed, then the error goes on
         return TrialState.FAIL, None, error

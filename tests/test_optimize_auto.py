@@ -4,6 +4,7 @@ and the toy candidates program of test_optimize.py, real Optuna studies on SQLit
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,19 @@ def test_a_time_budget_stops_the_search_and_still_reports(tmp_path, isolated_cac
     assert "Budget: the search stopped" in report and "| optimized | test |" in report
 
 
+def test_the_budget_estimate_of_the_rest_is_an_upper_bound_and_reported(tmp_path, isolated_cache, monkeypatch):
+    """The check prices what follows the search at the dearest trial so far; the report says what the rest
+    really took beside the estimate."""
+    monkeypatch.setenv("ALDSL_TEST_SLEEP", "0.05")  # rewards dominate: the estimate is not noise
+    path = toy(tmp_path, trials=30, settings=', budget = "8s"')
+    result = optimize(aldsl.compile(path), session=Session(), out_dir=tmp_path / "out")
+    assert result.ran < 30
+    note = next(n for n in result.notes if n.startswith("Budget: the rest took"))
+    took, estimated = (float(x) * (60 if unit == "min" else 1)
+                       for x, unit in re.findall(r"([0-9.]+) (s|min)", note))
+    assert 0 < took <= estimated
+
+
 def test_a_bad_budget_is_an_error_before_any_work(tmp_path, isolated_cache):
     path = toy(tmp_path, settings=', budget = "soon"')
     with pytest.raises(UserError, match="budget = 'soon'"):
@@ -205,3 +219,17 @@ def test_contributions_add_psi_then_theta_then_l(tmp_path, tiny_model_dir):
     assert path[0][2] == {**defaults, "p.template": "cot"}  # psi alone: the checkpoint of theta is not needed
     assert path[-1][2] == values
     assert steps(defaults, defaults, compiled.checked) == []
+
+
+def test_a_fine_tuning_with_nothing_to_learn_fails_its_trial_and_the_search_goes_on(tmp_path, isolated_cache,
+                                                                                   tiny_model_dir):
+    """The tiny random model never samples a rationale the golden check accepts: the recipe's trial (the
+    rejection fine-tuning) fails with the reason in the report, the trial counts toward the budget (it is not
+    redone with the same values) and the search still promotes and reports."""
+    path = program(tmp_path, "answers", tiny_model_dir)
+    result = optimize(aldsl.compile(path), session=Session(), out_dir=tmp_path / "out")
+    failed = [n for n in result.notes if "failed, the search went on" in n]
+    assert failed and "none of the 4 samples per query" in failed[0]
+    assert result.ran == 3  # the failed trial counts; trials = 3
+    report = (tmp_path / "out" / "auto_answers" / "report.md").read_text()
+    assert "failed, the search went on" in report and "| optimized | test |" in report

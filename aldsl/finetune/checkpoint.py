@@ -26,7 +26,7 @@ from aldsl.backends import GenRequest, forget
 from aldsl.backends.registry import model_identity, resolve_model
 from aldsl.backends.transformers_backend import pick_device
 from aldsl.compiler.specs import Finetune, ModelGenerator, Reward, SplitRef, unnamed
-from aldsl.errors import UserError
+from aldsl.errors import NothingToLearn, UserError
 from aldsl.evaluators import evaluate
 from aldsl.backends.base import Completion
 from aldsl.finetune.training import (Example, Preference, Settings, free_memory, load_trainable, save, train,
@@ -151,7 +151,7 @@ def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, ge
         examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
     info["kept"] = len(examples)
     if not examples:
-        raise UserError(f"finetune {spec.name!r}: none of the {spec['samples']} samples per query of {spec.data} "
+        raise NothingToLearn(f"finetune {spec.name!r}: none of the {spec['samples']} samples per query of {spec.data} "
                         f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}; "
                         "raise samples, use a reward, or check the evaluator and answer extraction")
     return examples, info
@@ -194,7 +194,7 @@ def preference_pairs(spec: Finetune, session: Session, graph: ProgramGraph, reco
                      if out[0].text.strip() and out[0].text.strip() != _after_prefill(str(r["demo"]), prefill).strip()]
     info = {**info, "pairs": len(pairs), "mode": mode}
     if not pairs:
-        raise UserError(f"finetune {spec.name!r}: no preference pair in {spec.data} (pairs = {mode}); with ranked, "
+        raise NothingToLearn(f"finetune {spec.name!r}: no preference pair in {spec.data} (pairs = {mode}); with ranked, "
                         "raise samples or give a reward that tells the samples apart")
     return pairs, info
 
