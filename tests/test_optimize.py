@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 
 import aldsl
 from aldsl.cli import main
@@ -179,7 +180,8 @@ def test_kill_9_loses_no_completed_trial(tmp_path, isolated_cache):
         if (out / "toy" / "study.db").exists():
             try:
                 done = finished(trials_of(storage, "toy"))
-            except KeyError:  # the study is not created yet
+            # the study is not created yet, or the run is creating the storage's tables right now
+            except (KeyError, sqlalchemy.exc.SQLAlchemyError):
                 continue
             if len(done) >= 2:
                 break
