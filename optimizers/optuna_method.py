@@ -57,7 +57,7 @@ class OptunaSearch:
         self._start = time.monotonic()  # the time budget counts from here
         self._sharing = 1  # trials running together now (their time is shared)
         self._defaults_dev: Evaluation | None = None  # measured before the search (with a time budget)
-        self._batch_gain = 1.0  # seconds per token of a full-dev batch over a minibatch's, measured then
+        self._batch_gain = 1.0  # seconds per query of a full-dev batch over a minibatch's, measured then
         self._stopped: tuple[float, float] | None = None  # when the time budget stopped the search, the estimate
 
     # ---- the whole run
@@ -196,9 +196,9 @@ class OptunaSearch:
             else dearest
         checked = self.compiled.checked  # at most one partial program per knob group, less the winner itself
         partial = len({contributions.group_of(p.name, checked) for p in self.params}) - 1 if checked else 0
-        queries = s.promote * max(0, pool - minibatch) + max(0, partial) * pool + (s.report_queries or pool)
-        return (s.batch * _median([t.user_attrs["seconds"] for t in timed]) + queries * dearest +
-                (s.report_queries or pool) * defaults_s)
+        report = s.report_queries or pool
+        queries = s.promote * max(0, pool - minibatch) + max(0, partial) * pool + report
+        return s.batch * _median([t.user_attrs["seconds"] for t in timed]) + queries * dearest + report * defaults_s
 
     def _measure_defaults(self, pool: list[dict[str, Any]], minibatch: list[dict[str, Any]]) -> None:
         """With a time budget: run the defaults on all of dev before the search (the report needs them anyway),
@@ -212,7 +212,7 @@ class OptunaSearch:
             parts = [evaluate(self.compiled, part, self.session, self.s.objective, split=self.s.on, advance=advance)
                      for part in (rest, minibatch)]
         big, small = (p.seconds / max(1, len(p.scores)) for p in parts)
-        # a bigger batch cannot be more than its size times cheaper per token; a minibatch that took under a
+        # a bigger batch cannot be more than its size times cheaper per query; a minibatch that took under a
         # second is noise (no gain then)
         if parts[1].seconds >= 1.0:
             self._batch_gain = min(1.0, max(len(minibatch) / len(rest), big / small))
@@ -287,7 +287,6 @@ class OptunaSearch:
         try:
             prepare_resources(self.compiled.with_params(values).program_graph, self.session)
         except NothingToLearn as err:
-            trial.set_user_attr("failed", str(err))
             raise search.TrialFailed(str(err)) from err
         trial.set_user_attr("fit_seconds", time.perf_counter() - start)
 
@@ -328,11 +327,12 @@ class OptunaSearch:
                  result: OptimizeResult) -> tuple[dict[int, Evaluation], optuna.trial.FrozenTrial]:
         s = self.s
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if "failed" in t.user_attrs:
-                result.notes.append(f"Trial {t.number} failed, the search went on: {t.user_attrs['failed']}")
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if search.FAILED_ATTR in t.user_attrs]
+        result.notes += [f"Trial {t.number} failed, the search went on: {t.user_attrs[search.FAILED_ATTR]}"
+                         for t in failed]
         if not complete:
-            reasons = sorted({t.user_attrs["failed"] for t in study.trials if "failed" in t.user_attrs})
+            reasons = sorted({t.user_attrs[search.FAILED_ATTR] for t in failed})
             raise UserError(f"all {len(study.trials)} trials of study {s.study!r} were pruned or failed; "
                             "nothing to promote (try pruner = none or a larger minibatch)" +
                             "".join(f"; {r}" for r in reasons))

@@ -36,16 +36,16 @@ from aldsl.language.space import SearchParam
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
 HEARTBEAT_S = 10  # a RUNNING trial whose process stopped beating for GRACE_S is failed and redone
 GRACE_S = 60
 GRID_LIMIT = 100_000
 WORKER_ATTR = "worker"
+FAILED_ATTR = "failed"  # why a trial's values cannot run (TrialFailed)
 
 
 class TrialFailed(Exception):
-    """A trial whose values cannot run (its fine-tuning found no data to train on, say): it fails, with
-    the reason in its ``failed`` user attribute, and the search goes on."""
+    """Raised by ``prepare`` for a trial whose values cannot run (its fine-tuning found no data to train on,
+    say): the trial fails, with the reason in its FAILED_ATTR user attribute, and the search goes on."""
 
 
 # ---------------------------------------------------------------- the space
@@ -251,7 +251,7 @@ def optuna_quiet() -> Iterator[None]:
 def live(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Trials that count toward the budget: finished, running or waiting, or failed because their values
     cannot run (TrialFailed; a trial failed by a crash is redone)."""
-    return [t for t in trials if t.state != TrialState.FAIL or "failed" in t.user_attrs]
+    return [t for t in trials if t.state != TrialState.FAIL or FAILED_ATTR in t.user_attrs]
 
 
 def fail_dead_trials(study: optuna.Study) -> int:
@@ -308,7 +308,7 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
     while True:
         fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in live(trials) if t.state in FINISHED or t.state == TrialState.FAIL]
+        done = [t for t in live(trials) if t.state.is_finished()]
         scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
         fields = {"best": f"{max(scores):.3f}"} if scores else {}
         seconds = sorted(float(t.user_attrs["seconds"]) for t in done if t.user_attrs.get("seconds"))
@@ -369,7 +369,8 @@ def _run_batch(study: optuna.Study, budget: int, objective: Callable[[Trial], An
                     if prepare is not None:
                         prepare(trial)
                     ready.append(trial)
-                except TrialFailed:
+                except TrialFailed as why:
+                    trial.set_user_attr(FAILED_ATTR, str(why))
                     study.tell(trial, state=TrialState.FAIL)
         except BaseException as error:
             for trial in asked:
@@ -404,7 +405,5 @@ def _outcome(objective: Callable[[Trial], Any], trial: Trial) -> tuple[TrialStat
         return TrialState.COMPLETE, objective(trial), None
     except optuna.TrialPruned:
         return TrialState.PRUNED, None, None
-    except TrialFailed:
-        return TrialState.FAIL, None, None
     except BaseException as error:  # KeyboardInterrupt too: the trial is failed, then the error goes on
         return TrialState.FAIL, None, error
