@@ -12,7 +12,7 @@ the later group).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from aldsl.language.check import Checked
 
@@ -30,6 +30,11 @@ def group_of(name: str, checked: Checked) -> str:
     if kind == "finetune" or (kind == "generator" and param.split(".")[0] in THETA_PARAMS):
         return "theta"
     return "L"  # the flow's samples, select, reward, rounds; decoding; the rewards' own settings
+
+
+def groups(checked: Checked | None, names: Sequence[str]) -> int:
+    """How many knob groups the searched parameters ``names`` span (0 without the program's source)."""
+    return len({group_of(n, checked) for n in names}) if checked else 0
 
 
 def steps(defaults: dict[str, Any], values: dict[str, Any], checked: Checked

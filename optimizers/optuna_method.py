@@ -194,10 +194,8 @@ class OptunaSearch:
         dearest = max(per_query(t) for t in timed)
         defaults_s = self._defaults_dev.seconds / max(1, len(self._defaults_dev.scores)) if self._defaults_dev \
             else dearest
-        checked = self.compiled.checked  # at most one partial program per knob group, less the winner itself
-        partial = len({contributions.group_of(p.name, checked) for p in self.params}) - 1 if checked else 0
-        report = s.report_queries or pool
-        queries = s.promote * max(0, pool - minibatch) + max(0, partial) * pool + report
+        queries, report = s.later_queries(pool, minibatch, contributions.groups(self.compiled.checked,
+                                                                                [p.name for p in self.params]))
         return s.batch * _median([t.user_attrs["seconds"] for t in timed]) + queries * dearest + report * defaults_s
 
     def _measure_defaults(self, pool: list[dict[str, Any]], minibatch: list[dict[str, Any]]) -> None:

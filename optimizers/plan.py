@@ -2,8 +2,9 @@
 
 The program's defaults run on a few queries of the search split (never the held-out one) to
 measure seconds and generated tokens per query on this machine; the estimate scales them by the
-search space's largest L, the trial count and minibatch, the fits the space can reach (sampling
-for trained rewards and fine-tunings) and the promotion and the report.
+search space's L, the trial count and minibatch, the fits the space can reach (sampling for
+trained rewards and fine-tunings) and the later phases (promotion, the knobs' contributions and the
+report, counted by :meth:`Settings.later_queries` as the search's budget check counts them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from aldsl.program import CompiledProgram
 from aldsl.runtime.session import Session
 from aldsl.store.data import forbid_splits
+from aldsl.optimizers import contributions
 from aldsl.optimizers.evaluation import evaluate, seeded_subset
 from aldsl.optimizers.settings import Settings
 
@@ -52,9 +54,9 @@ def plan(compiled: CompiledProgram, settings: Settings, session: Session) -> Pla
     minibatch = min(s.minibatch or len(pool), len(pool))
     trial_s = per_query * minibatch * mean_l
     fits_s, fit_lines = _fits(compiled, per_query)
-    # promotion, at most two partial programs for the knobs' contributions, and the report
-    tail_s = per_query * mean_l * (s.promote * max(0, len(pool) - minibatch) + 2 * len(pool) +
-                                   2 * (s.report_queries or len(pool)))
+    # the later phases as the search's budget check prices them: every later program at the largest L
+    later, report = s.later_queries(len(pool), minibatch, contributions.groups(compiled.checked, space.names))
+    tail_s = per_query * (samples * later + report)
     total = trial_s * s.trials + fits_s + tail_s
     lines = [f"measured: {len(probe)} {s.on} queries of the defaults in {seconds:.1f} s "
              f"({per_query:.2f} s/query, {tokens / max(seconds, 1e-9):.1f} tokens/s)",

@@ -32,6 +32,9 @@ def only_even_ids(x, candidate, record):
 
 def never(x, candidate, record):
     return 0.0
+
+def hinted(x, candidate, record):
+    return float("Hint: the answer is" in x)
 '''
 
 
@@ -213,6 +216,31 @@ def test_rejection_by_the_golden_check_skips_queries_nothing_passes(tmp_path, ti
                       evaluator='external(call = "scores.py:never")')
     with pytest.raises(UserError, match="none of the 2 samples per query"):
         checkpoint(failing, session)
+
+
+def test_rationalize_keeps_hinted_rationales_for_the_prompt_without_the_hint(tmp_path, tiny_model_dir, session):
+    prog = program(tmp_path, tiny_model_dir, "finetune ft = rejection(d.train, samples = 2, steps = 2, "
+                   "rationalize = true)", evaluator='external(call = "scores.py:hinted")')
+    folder = checkpoint(prog, session)
+    spec = spec_of(prog)
+    records = session.split(prog.program_graph, spec.data)
+    hinted = [finetune.with_hint(r) for r in records]
+    drawn = sample(session, prog.program_graph, spec.prompter, spec.generator, hinted, 2, temperature=0.8)
+    prompts = [p + f for p, f, _ in Prompter(spec.prompter, session, prog.program_graph,
+                                            session.backend(spec.generator, prog.program_graph)).first_prompts(records)]
+    got = examples(folder)
+    assert [e["target"] for e in got] == [texts[0] for texts in drawn]  # every hinted sample passes: the first wins
+    assert [e["prompt"] for e in got] == prompts and not any("Hint" in e["prompt"] for e in got)
+    info = meta(folder)["data"]
+    assert info["kept"] == 0 and info["rationalized"] == {"queries": 6, "kept": 6, "pass_rate": 1.0}
+
+
+def test_rationalize_needs_the_golden_check(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="rationalize = true keeps rationales the golden check passes"):
+        program(tmp_path, tiny_model_dir, "finetune ft = rejection(d.train, reward = r, rationalize = true)",
+                extra='reward r = external(call = "scores.py:length")')
+    with pytest.raises(UserError, match="needs golden answers"):
+        finetune.with_hint({"id": "q1", "x": "2 + 2?", "y": None})
 
 
 def iterative_spec(prog: aldsl.CompiledProgram, rounds: int) -> Finetune:

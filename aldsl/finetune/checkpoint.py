@@ -140,21 +140,44 @@ def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, ge
     """Sample ``spec["samples"]`` answers per record from ``generator``, keep the best per record.
 
     With a reward model the top-scored sample is kept; without one, the best sample the golden
-    evaluator passes (score >= PASS), and records where none passes are skipped.
+    evaluator passes, and records where none passes are skipped, or with ``rationalize`` (STaR,
+    Zelikman et al. 2022) sampled again with their golden answer as a hint: a passing rationale is
+    kept as the completion of the prompt *without* the hint.
     """
     graded, info = graded_samples(spec, session, graph, generator, reward, records)
-    examples = []
-    for rows in graded:
+    examples, missed = [], []
+    for record, rows in zip(records, graded):
         prompt, completion, score = max(rows, key=lambda row: row[2])  # the first of the best on a tie
         if score == -math.inf or (reward is None and score < PASS):
+            missed.append((record, rows[0][0]))
             continue
         examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
     info["kept"] = len(examples)
+    if spec.get("rationalize") and missed:
+        hinted, hint_info = graded_samples(spec, session, graph, generator, None, [with_hint(r) for r, _ in missed])
+        for (_, prompt), rows in zip(missed, hinted):
+            _, completion, score = max(rows, key=lambda row: row[2])
+            if score >= PASS:
+                examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
+        info["rationalized"] = {"queries": len(missed), "kept": len(examples) - info["kept"],
+                                "pass_rate": hint_info.get("pass_rate")}
     if not examples:
         raise NothingToLearn(f"finetune {spec.name!r}: none of the {spec['samples']} samples per query of {spec.data} "
-                        f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}; "
+                        f"{'scored' if reward else 'passed ' + (spec.evaluator.name if spec.evaluator else '?')}"
+                        f"{' (nor with the answer as a hint)' if spec.get('rationalize') else ''}; "
                         "raise samples, use a reward, or check the evaluator and answer extraction")
     return examples, info
+
+
+HINT = "{x}\n(Hint: the answer is {y}. Show the steps that lead to it.)"
+
+
+def with_hint(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its golden answer appended to the query, for STaR's rationalization."""
+    if record.get("y") is None or not str(record["y"]).strip():
+        raise UserError(f"finetune: rationalize = true needs golden answers, and record {record.get('id')!r} has "
+                        "none; set the data's target field, or rationalize = false")
+    return {**record, "x": HINT.format(x=record["x"], y=record["y"])}
 
 
 def preference_pairs(spec: Finetune, session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]

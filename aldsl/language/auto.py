@@ -9,7 +9,7 @@ applying the proposal twice changes nothing.
 | the train split holds | reward | theta |
 |---|---|---|
 | golden answers and worked solutions (a demo field longer than the answer) | outcome (ORM) | sft |
-| golden answers only | outcome (ORM) | rejection: rationales sampled with the trial's prompt, kept when the golden check accepts them |
+| golden answers only | outcome (ORM) | rejection: rationales sampled with the trial's prompt, kept when the golden check accepts them (rationalized with the answer as a hint where none does: STaR) |
 | demonstrations, no answers | discriminator | sft |
 | preference pairs (chosen / rejected fields) | bradley_terry | dpo on the pairs |
 | nothing usable (or no train split) | critic | none |
@@ -160,9 +160,10 @@ _THETA = {
     "worked": ("sft", "sft({data}.train, steps = {steps})",
                "sft, because the demo field holds worked solutions"),
     "demos": ("sft", "sft({data}.train, steps = {steps})", "sft on the demonstrations"),
-    "answers": ("rationales", "rejection({data}.train, samples = 4, queries = {q}, steps = {steps})",
+    "answers": ("rationales", "rejection({data}.train, samples = 4, queries = {q}, steps = {steps}, rationalize = true)",
                 "rejection sampling, because the records hold answers only: rationales are sampled with the trial's "
-                "prompt on the train split, those the golden check accepts are kept and fine-tuned on (STaR / RAFT)"),
+                "prompt on the train split, those the golden check accepts are kept (a query none passes is sampled "
+                "again with its answer as a hint) and fine-tuned on (STaR / RAFT)"),
     "preferences": ("dpo", "dpo({data}.train, pairs = fields, steps = {steps})", "dpo on the preference pairs"),
 }
 

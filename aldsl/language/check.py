@@ -685,6 +685,10 @@ class Checker:
                     self.error(f"per_query needs a binary reward model, '{r.name}' is {r.ctor}", t.pos)
 
     def _rule_finetune(self, d: CheckedDecl) -> None:
+        if d.params.get("rationalize") and d.params.get("reward") is not None:
+            self.error(f"rejection() with rationalize = true keeps rationales the golden check passes; '{d.name}' "
+                       "ranks by a reward instead", d.param_pos.get("rationalize", d.pos),
+                       "set reward = none (the golden evaluator), or rationalize = false")
         if d.ctor == "iterative":
             r = self.out[d.params["reward"].name]
             if r.ctor not in TRAINED_REWARDS or r.ctor == "binary":

@@ -321,6 +321,9 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
         Param("reward", t_or(t_ref("reward"), NONE), None, "what ranks samples (default: the golden evaluator)"),
         Param("evaluator", t_or(t_ref("evaluator"), NONE), None, "the golden check (default: the flow's first)"),
         Param("samples", t_int(1, 64), 4, "samples per query"),
+        Param("rationalize", BOOL, False, "STaR's rationalization: a query none of whose samples passes the golden "
+              "check is sampled again with its answer as a hint, and a passing rationale is kept for the prompt "
+              "without the hint (needs reward = none and golden answers)"),
     ) + _finetune_common(), "theta"),
     Constructor("finetune", "iterative", "alternate refitting the reward model and rejection-sampling "
                 "fine-tuning (Fig. 1, step 6)", (
