@@ -116,7 +116,7 @@ def _info(totals: dict[str, Any], elapsed: float, eta: float | None = None) -> s
     parts = []
     if "tokens" in totals:
         parts.append(f"{int(totals['tokens'])} tok, {totals['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
-    if eta is not None:
+    if eta is not None and "eta" not in totals:  # a task that knows its own ETA (the search's) says it
         parts.append(f"ETA {_clock(eta)}")
     if "hits" in totals:
         parts.append(f"cache {int(totals['hits'])} hit / {int(totals.get('misses', 0))} new")

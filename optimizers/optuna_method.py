@@ -102,7 +102,8 @@ class OptunaSearch:
                         study, budget, self._objective(minibatch, advance),
                         sampler=lambda slot: self._sampler(slot, budget), advance=advance, wait=not self.worker,
                         stop=self._stop(study, len(minibatch), len(pool), result), batch=s.batch,
-                        prepare=self._prepare, together=partial(self._together, advance))
+                        prepare=self._prepare, together=partial(self._together, advance),
+                        deadline=self._start + s.budget_s if s.budget_s is not None else None)
                 self._join(procs, result)
                 taken = None if self.worker else claim.take(study)
                 if not isinstance(taken, claim.Claim):

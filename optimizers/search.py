@@ -290,7 +290,7 @@ def alive(pid: int) -> bool:
 def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], Any], *, sampler: Callable[[int], BaseSampler],
                advance: Advance, wait: bool, poll_s: float = 2.0, stop: Callable[[], str | None] | None = None,
                batch: int = 1, prepare: Callable[[Trial], None] | None = None,
-               together: Callable[[int], Any] | None = None) -> int:
+               together: Callable[[int], Any] | None = None, deadline: float | None = None) -> int:
     """Run trials until ``budget`` trials of the study are finished; returns how many this process ran.
 
     ``wait``: also wait for trials other workers are running (the main process needs every trial
@@ -303,6 +303,7 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
     ``prepare(trial)`` runs for each in this thread first (suggest the values, fit what they need), and
     ``together(n)`` is the context of n trials run together; it yields ``run_all(fn, trials)``, which runs
     them in threads with their model calls merged.
+    ``deadline``: the ``time.monotonic()`` by which a time budget ends; the ETA shown never passes it.
     """
     ran, shown = 0, 0
     while True:
@@ -311,9 +312,14 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
         done = [t for t in live(trials) if t.state.is_finished()]
         scores = [t.values[0] for t in done if t.state == TrialState.COMPLETE]
         fields = {"best": f"{max(scores):.3f}"} if scores else {}
-        seconds = sorted(float(t.user_attrs["seconds"]) for t in done if t.user_attrs.get("seconds"))
-        if seconds and len(done) < budget:  # the median trial times the trials left (search only)
-            fields["eta"] = f"{seconds[len(seconds) // 2] * (budget - len(done)) / 60:.1f} min"
+        # the median trial times the trials left (search only; the defaults are answered from a cache)
+        seconds = sorted(float(t.user_attrs["seconds"]) for t in done
+                         if t.user_attrs.get("seconds") and not t.user_attrs.get("defaults"))
+        if seconds and len(done) < budget:
+            eta, capped = seconds[len(seconds) // 2] * (budget - len(done)), ""
+            if deadline is not None and eta > deadline - time.monotonic():
+                eta, capped = max(0.0, deadline - time.monotonic()), " (the budget's end)"
+            fields["eta"] = f"{eta / 60:.1f} min{capped}"
         advance(min(len(done), budget) - shown, **fields)
         shown = min(len(done), budget)
         if len(done) >= budget or (scores and stop is not None and stop()):

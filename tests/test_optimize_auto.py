@@ -3,16 +3,19 @@ and the toy candidates program of test_optimize.py, real Optuna studies on SQLit
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import aldsl
 from aldsl.errors import UserError
 from aldsl.language.pin import pin_source
 from aldsl.optimizers.run import optimize
+from aldsl.progress import Reporter
 from aldsl.runtime.session import Session
 from tests.test_optimize import toy
 
@@ -165,8 +168,13 @@ def test_the_budget_estimate_of_the_rest_is_an_upper_bound_and_reported(tmp_path
     really took beside the estimate."""
     monkeypatch.setenv("ALDSL_TEST_SLEEP", "0.05")  # rewards dominate: the estimate is not noise
     path = toy(tmp_path, trials=30, settings=', budget = "8s"')
-    result = optimize(aldsl.compile(path), session=Session(), out_dir=tmp_path / "out")
+    log = io.StringIO()
+    session = Session(reporter=Reporter(console=Console(file=log, force_terminal=False, width=300)))
+    result = optimize(aldsl.compile(path), session=session, out_dir=tmp_path / "out")
     assert result.ran < 30
+    # the search's ETA (the median trial times the trials left) never runs past the budget's end
+    etas = re.findall(r"^search: .*eta ([0-9.]+) min", log.getvalue(), re.M)
+    assert etas and all(float(e) * 60 <= 8 for e in etas) and "(the budget's end)" in log.getvalue()
     note = next(n for n in result.notes if n.startswith("Budget: the rest took"))
     took, estimated = (float(x) * (60 if unit == "min" else 1)
                        for x, unit in re.findall(r"([0-9.]+) (s|min)", note))

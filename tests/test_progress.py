@@ -64,3 +64,12 @@ def test_generation_reports_every_decoding_step(tiny_model_dir):
     assert len(steps) >= max(c.tokens for row in outputs for c in row)  # one call per step, not per batch
     assert sum(t for _, t in calls) == sum(c.tokens for row in outputs for c in row)
     assert sum(n for n, _ in calls) == 2
+
+
+def test_a_task_that_knows_its_eta_shows_it_instead_of_the_computed_one():
+    out = io.StringIO()
+    reporter = Reporter(console=Console(file=out, force_terminal=False, width=200))
+    with reporter.task("search: 30 trials", total=30) as advance:
+        advance(1, tokens=100, eta="2.0 min (the budget's end)")
+    step = out.getvalue().splitlines()[1]
+    assert "eta 2.0 min (the budget's end)" in step and "ETA " not in step
