@@ -317,8 +317,9 @@ def run_budget(study: optuna.Study, budget: int, objective: Callable[[Trial], An
                          if t.user_attrs.get("seconds") and not t.user_attrs.get("defaults"))
         if seconds and len(done) < budget:
             eta, capped = seconds[len(seconds) // 2] * (budget - len(done)), ""
-            if deadline is not None and eta > deadline - time.monotonic():
-                eta, capped = max(0.0, deadline - time.monotonic()), " (the budget's end)"
+            left = deadline - time.monotonic() if deadline is not None else None
+            if left is not None and eta > left:
+                eta, capped = max(0.0, left), " (the budget's end)"
             fields["eta"] = f"{eta / 60:.1f} min{capped}"
         advance(min(len(done), budget) - shown, **fields)
         shown = min(len(done), budget)

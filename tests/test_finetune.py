@@ -224,7 +224,7 @@ def test_rationalize_keeps_hinted_rationales_for_the_prompt_without_the_hint(tmp
     folder = checkpoint(prog, session)
     spec = spec_of(prog)
     records = session.split(prog.program_graph, spec.data)
-    hinted = [finetune.with_hint(r) for r in records]
+    hinted = [finetune.with_hint(r, "ft") for r in records]
     drawn = sample(session, prog.program_graph, spec.prompter, spec.generator, hinted, 2, temperature=0.8)
     prompts = [p + f for p, f, _ in Prompter(spec.prompter, session, prog.program_graph,
                                             session.backend(spec.generator, prog.program_graph)).first_prompts(records)]
@@ -239,8 +239,8 @@ def test_rationalize_needs_the_golden_check(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="rationalize = true keeps rationales the golden check passes"):
         program(tmp_path, tiny_model_dir, "finetune ft = rejection(d.train, reward = r, rationalize = true)",
                 extra='reward r = external(call = "scores.py:length")')
-    with pytest.raises(UserError, match="needs golden answers"):
-        finetune.with_hint({"id": "q1", "x": "2 + 2?", "y": None})
+    with pytest.raises(UserError, match="finetune 'ft': rationalize = true needs golden answers"):
+        finetune.with_hint({"id": "q1", "x": "2 + 2?", "y": None}, "ft")
 
 
 def iterative_spec(prog: aldsl.CompiledProgram, rounds: int) -> Finetune:

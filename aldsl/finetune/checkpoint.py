@@ -147,18 +147,19 @@ def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, ge
     graded, info = graded_samples(spec, session, graph, generator, reward, records)
     examples, missed = [], []
     for record, rows in zip(records, graded):
-        prompt, completion, score = max(rows, key=lambda row: row[2])  # the first of the best on a tie
+        prompt, completion, score = _best(rows)
         if score == -math.inf or (reward is None and score < PASS):
-            missed.append((record, rows[0][0]))
+            missed.append((record, prompt))
             continue
-        examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
+        examples.append(_example(prompt, completion))
     info["kept"] = len(examples)
     if spec.get("rationalize") and missed:
-        hinted, hint_info = graded_samples(spec, session, graph, generator, None, [with_hint(r) for r, _ in missed])
+        hints = [with_hint(r, spec.name) for r, _ in missed]
+        hinted, hint_info = graded_samples(spec, session, graph, generator, None, hints)
         for (_, prompt), rows in zip(missed, hinted):
-            _, completion, score = max(rows, key=lambda row: row[2])
-            if score >= PASS:
-                examples.append(Example(prompt, completion.text, eos=completion.finish != "length"))
+            _, completion, score = _best(rows)
+            if score >= PASS:  # kept for the prompt without the hint
+                examples.append(_example(prompt, completion))
         info["rationalized"] = {"queries": len(missed), "kept": len(examples) - info["kept"],
                                 "pass_rate": hint_info.get("pass_rate")}
     if not examples:
@@ -172,12 +173,22 @@ def rejection_examples(spec: Finetune, session: Session, graph: ProgramGraph, ge
 HINT = "{x}\n(Hint: the answer is {y}. Show the steps that lead to it.)"
 
 
-def with_hint(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with its golden answer appended to the query, for STaR's rationalization."""
+def with_hint(record: dict[str, Any], name: str) -> dict[str, Any]:
+    """The record with its golden answer appended to the query, for STaR's rationalization by finetune ``name``."""
     if record.get("y") is None or not str(record["y"]).strip():
-        raise UserError(f"finetune: rationalize = true needs golden answers, and record {record.get('id')!r} has "
-                        "none; set the data's target field, or rationalize = false")
+        raise UserError(f"finetune {name!r}: rationalize = true needs golden answers, and record "
+                        f"{record.get('id')!r} has none; set the data's target field, or rationalize = false")
     return {**record, "x": HINT.format(x=record["x"], y=record["y"])}
+
+
+def _best(rows: list[tuple[str, Completion, float]]) -> tuple[str, Completion, float]:
+    """The best-scored (prompt, sample, score) of a query: the first of the best on a tie."""
+    return max(rows, key=lambda row: row[2])
+
+
+def _example(prompt: str, completion: Completion) -> Example:
+    """A kept sample as a training pair; one cut off at max_tokens is trained without EOS."""
+    return Example(prompt, completion.text, eos=completion.finish != "length")
 
 
 def preference_pairs(spec: Finetune, session: Session, graph: ProgramGraph, records: Sequence[dict[str, Any]]
@@ -191,7 +202,7 @@ def preference_pairs(spec: Finetune, session: Session, graph: ProgramGraph, reco
         graded, info = graded_samples(spec, session, graph, spec.generator, reward, records)
         pairs = []
         for rows in graded:
-            best, worst = max(rows, key=lambda r: r[2]), min(rows, key=lambda r: r[2])
+            best, worst = _best(rows), min(rows, key=lambda r: r[2])
             if best[2] > worst[2] and math.isfinite(best[2]):
                 pairs.append(Preference(best[0], best[1].text, worst[1].text))
     else:
