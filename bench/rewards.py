@@ -86,7 +86,7 @@ generator g = model("smollm2-135m", temperature = 0.8, max_tokens = 48)
 
 prompter p = prompt(template = direct)
 
-flow main = loop(reviews, generator = g, prompter = p, samples = 4, reward = bt, select = first, evaluator = positive)
+flow main = loop(reviews, generator = g, prompter = p, samples = 4, reward = bt, select = argmax, evaluator = positive)
 """
 
 
@@ -143,12 +143,8 @@ def main() -> int:
     head = HEAD.format(epochs=args.epochs, lr=args.lr)
     lm = LM.format(layers=args.layers, value=args.value, lm_epochs=args.lm_epochs)
     start = time.perf_counter()
-    values = {**budget.__dict__, "data": DATA, "head": head, "lm": lm}
-
-    arith = _write(out / "arith.alp", ARITH.format(**values))
+    arith, prefs, reviews = write_programs(out, budget, head, lm)
     best_of_l, fit_info = selection(arith, budget, session)
-    prefs = _write(out / "prefs.alp", PREFS.format(**values))
-    reviews = _write(out / "reviews.alp", REVIEWS.format(**values))
     pairwise = [preference_pairs(prefs, session), review_pairs(reviews, budget, session)]
 
     first, majority, oracle = (best_of_l[k] for k in ("first sample", "majority vote", f"oracle pass@{budget.L}"))
@@ -183,7 +179,7 @@ def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], di
     with forbid_splits("test"):
         for name in LEARNED:
             t0 = time.perf_counter()
-            model = session.reward(f"reward:{name}", compiled.with_params({"main.reward": name}).program_graph)
+            model = session.reward(f"reward:{name}", fit_graph(compiled, name))
             fitted[name] = {"metrics": dict(model.metrics), "seconds": time.perf_counter() - t0}
             session.reporter.log(f"{name}: {model.metrics} ({fitted[name]['seconds']:.0f} s)")
     records = Executor(compiled.program_graph, session).records("test", budget.test)
@@ -222,6 +218,12 @@ def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
     ci = bootstrap((d,), np.mean, n_resamples=2000, confidence_level=0.95, method="percentile",
                    random_state=np.random.default_rng(0)).confidence_interval
     return float(d.mean()), float(ci.low), float(ci.high)
+
+
+def fit_graph(compiled, name: str):
+    """The graph reward ``name`` is fitted from: a reward is in the graph only where a selection reads
+    it (not under the program's default select = first)."""
+    return compiled.with_params({"main.reward": name, "main.select": "argmax"}).program_graph
 
 
 # ---------------------------------------------------------------- Bradley-Terry pairwise accuracy
@@ -309,6 +311,13 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
             f"Best learned reward: {best_name}; it captures {gap:.0%} of the gap between the first sample and "
             f"pass@{budget.L}.", "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
             f"Wall time {seconds / 60:.1f} min.", ""]
+
+
+def write_programs(out: Path, budget: Budget, head: str, lm: str) -> tuple[Path, Path, Path]:
+    """The arithmetic, preference-pair and review programs of this budget, written into ``out``."""
+    values = {**budget.__dict__, "data": DATA, "head": head, "lm": lm}
+    return tuple(_write(out / f"{name}.alp", text.format(**values))  # type: ignore[return-value]
+                 for name, text in (("arith", ARITH), ("prefs", PREFS), ("reviews", REVIEWS)))
 
 
 def _write(path: Path, text: str) -> Path:
