@@ -201,6 +201,29 @@ def test_encode_shape_and_padding_invariance(backend):
     assert backend.encode([]).shape == (0, backend.model.config.hidden_size)
 
 
+def test_encode_reads_prefixes_from_the_longer_texts_pass(backend):
+    full = "Question: 2 + 3?\nAnswer: 2 + 3 = 5.\nSo 5 apples.\nThe answer is 5."
+    steps = ["\n".join(full.split("\n")[:i]) for i in range(1, 5)]
+    texts = [*steps, "Question: 7 - 1?", "Question: 7"]  # prefixes of each other, and unrelated
+    ids = backend._tokenize(texts)
+    assert ids[0] == ids[3][:len(ids[0])]  # the prefixes really share tokens (else nothing is shared)
+    together = backend.encode(texts)
+    for i, text in enumerate(texts):
+        np.testing.assert_allclose(together[i], backend.encode([text])[0], atol=1e-5)
+    assert not np.allclose(together[0], together[3])
+
+
+def test_prefix_owners_pick_a_longest_extension():
+    from aldsl.backends.transformers_backend import _prefix_owners
+
+    ids = [[1, 2], [1, 2, 3], [1], [1, 4], [5], [1, 2, 3], [2]]
+    owners = _prefix_owners(ids)
+    assert owners[0] in (1, 5) and owners[1] in (1, 5) and owners[5] == owners[1]
+    assert owners[2] in (1, 3, 5) and owners[3] == 3 and owners[4] == 4 and owners[6] == 6
+    for i, o in enumerate(owners):
+        assert ids[o][:len(ids[i])] == ids[i] and owners[o] == o
+
+
 def test_logprobs_match_a_direct_computation(backend):
     words = [" Yes", "Yes", " no", "No"]  # one-token continuations of one prompt share its forward pass
     prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3], "x"] + [PROMPTS[1]] * len(words) + [PROMPTS[1]]

@@ -375,17 +375,26 @@ class TransformersBackend(ManyCalls):
 
     # ---------------------------------------------------------------- features and scores
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean-pooled last hidden states over non-pad tokens, float32, one row per text."""
+        """Mean-pooled last hidden states over non-pad tokens, float32, one row per text.
+
+        A text whose tokens begin another text's (a process reward's step prefixes) is pooled from
+        that text's pass: under causal attention its hidden states are the same."""
         hidden_size = self.model.get_input_embeddings().embedding_dim
         features = np.zeros((len(texts), hidden_size), dtype=np.float32)
         ids = self._tokenize(list(texts))
-        for chunk in self._chunks([len(t) for t in ids]):
-            input_ids, mask = self._right_pad([ids[i] for i in chunk])
+        owner = _prefix_owners(ids)
+        readers: dict[int, list[int]] = {}
+        for i, o in enumerate(owner):
+            readers.setdefault(o, []).append(i)
+        passes = list(readers)
+        for chunk in self._chunks([len(ids[o]) for o in passes]):
+            input_ids, mask = self._right_pad([ids[passes[j]] for j in chunk])
             with torch.inference_mode():
                 hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-            features[chunk] = pooled.float().cpu().numpy()
+                sums = hidden.float().cumsum(1)  # sums[r, n - 1]: the sum over the first n positions of row r
+                for r, j in enumerate(chunk):
+                    for i in readers[passes[j]]:
+                        features[i] = (sums[r, len(ids[i]) - 1] / len(ids[i])).cpu().numpy()
         return features
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
@@ -525,3 +534,17 @@ def _load_model(resolved: ResolvedModel, checkpoint: str | None, dtype: torch.dt
     raise ModelNotFound(
         f"Checkpoint {path} has neither config.json (a full model) nor adapter_config.json (a PEFT adapter)."
     )
+
+
+def _prefix_owners(ids: Sequence[Sequence[int]]) -> list[int]:
+    """For each token sequence, the index of a sequence it is a prefix of (itself when none), so that
+    one forward pass serves all. In lexicographic order a prefix comes right before its extensions:
+    walking that order backwards, a sequence that begins the last owner seen is read from it."""
+    owners = list(range(len(ids)))
+    current: int | None = None
+    for i in sorted(range(len(ids)), key=lambda k: ids[k], reverse=True):
+        if current is not None and list(ids[current][:len(ids[i])]) == list(ids[i]):
+            owners[i] = current
+        else:
+            current = i
+    return owners
