@@ -19,6 +19,7 @@ the table into the ``rewards`` section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -183,28 +184,47 @@ def selection(path: Path, budget: Budget, session) -> tuple[dict[str, float], di
             fitted[name] = {"metrics": dict(model.metrics), "seconds": time.perf_counter() - t0}
             session.reporter.log(f"{name}: {model.metrics} ({fitted[name]['seconds']:.0f} s)")
     records = Executor(compiled.program_graph, session).records("test", budget.test)
-    results: dict[str, float] = {}
-    per_query: dict[str, list[float]] = {}
-    runs = [("first sample", "orm", "first", None), ("majority vote", "orm", "majority", None)]
-    runs += [(label, name, "argmax", name) for name, label in LEARNED.items()]
-    runs += [(f"{label}, weighted vote", name, "weighted_vote", None) for name, label in LEARNED.items()]
-    fit_info: dict[str, dict[str, Any]] = {}
-    for label, reward, rule, fitted_name in runs:
-        variant = compiled.with_params({"main.reward": reward, "main.select": rule})
+    # Every rule selects among the same L cached samples per query, so each reward scores them once (in
+    # its argmax run) and the other rules are applied to those scores with the flow's own select().
+    base = Executor(compiled.program_graph, session).run(records, split="test")
+    spec = compiled.program_graph.spec("evaluate").evaluators[0]
+    answers = [[extract("number", c.text, None) for c in t.candidates] for t in base.traces]
+    flat = evaluate(spec, [a for q in answers for a in q], [t.record for t in base.traces for _ in t.candidates],
+                    session, compiled.program_graph)
+    correct = [flat[i:i + budget.L] for i in range(0, len(flat), budget.L)]
+    candidates: dict[str, Any] = {"answers": answers, "correct": correct, "rewards": {}}
+    per_query = {"first sample": _chosen("first", answers, correct, None),
+                 "majority vote": _chosen("majority", answers, correct, None)}
+    fit_info: dict[str, dict[str, Any]] = {"first sample": {}, "majority vote": {}}
+    voted = {}
+    for name, label in LEARNED.items():
+        variant = compiled.with_params({"main.reward": name, "main.select": "argmax"})
         result = Executor(variant.program_graph, session).run(records, split="test")
-        results[label] = result.scores["acc"]
-        per_query[label] = result.per_query("acc")
-        fit_info[label] = dict(fitted.get(fitted_name, {})) if fitted_name else {}
+        rewards = [[c.reward for c in t.candidates] for t in result.traces]
+        candidates["rewards"][name] = rewards
+        per_query[label] = _chosen("argmax", answers, correct, rewards)
+        if per_query[label] != result.per_query("acc"):
+            raise RuntimeError(f"{name}: select() on the stored rewards disagrees with the flow's argmax run")
+        voted[f"{label}, weighted vote"] = _chosen("weighted_vote", answers, correct, rewards)
+        fit_info[label] = dict(fitted[name])
+    per_query.update(voted)
+    fit_info.update({label: {} for label in voted})
+    (path.parent / "test_candidates.json").write_text(json.dumps(candidates), encoding="utf-8")
+    results = {label: sum(q) / len(q) for label, q in per_query.items()}
     for label in results:
         fit_info[label]["vs_majority"] = paired_ci(per_query[label], per_query["majority vote"])
-    graph = compiled.program_graph
-    spec = graph.spec("evaluate").evaluators[0]
-    texts = [(t.record, c.text) for t in result.traces for c in t.candidates]
-    correct = evaluate(spec, [extract("number", c, None) for _, c in texts], [r for r, _ in texts], session, graph)
-    samples = [correct[i:i + budget.L] for i in range(0, len(correct), budget.L)]
-    results[f"oracle pass@{budget.L}"] = sum(max(q) for q in samples) / len(samples)
-    results["mean sample accuracy"] = sum(correct) / len(correct)
+    results[f"oracle pass@{budget.L}"] = sum(max(q) for q in correct) / len(correct)
+    results["mean sample accuracy"] = sum(flat) / len(flat)
     return results, fit_info
+
+
+def _chosen(rule: str, answers: list[list[str]], correct: list[list[float]],
+            rewards: list[list[float | None]] | None) -> list[float]:
+    """The golden score of the candidate ``rule`` selects for each query."""
+    from aldsl.ops.select import select
+
+    return [c[select(rule, a, r if r is not None else [None] * len(a))] for a, c, r in
+            zip(answers, correct, rewards or [None] * len(answers))]
 
 
 def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -308,8 +328,10 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
             f"passes, loss on the {args.value} token(s)). A reward selects by argmax, or by weighted vote: the answer "
             f"whose candidates have the largest sum of softmax(reward) weights. Paired differences to majority vote "
             f"over the same test queries, 95% percentile bootstrap.", "", *rows, "",
-            f"Best learned reward: {best_name}; it captures {gap:.0%} of the gap between the first sample and "
-            f"pass@{budget.L}.", "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
+            f"Best learned reward: {best_name}; " + (f"it captures {gap:.0%} of the gap between the first sample "
+                                                      f"and pass@{budget.L}." if math.isfinite(gap) else
+                                                      f"pass@{budget.L} is no better than the first sample: no gap "
+                                                      f"to capture."), "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
             f"Wall time {seconds / 60:.1f} min.", ""]
 
 
