@@ -53,12 +53,16 @@ def plain_scores(folder: Path, texts: list[tuple[str, str]], steps: bool) -> lis
 
 
 @pytest.mark.parametrize("name", list(LM))
-def test_each_family_trains_an_lm_reward_that_plain_transformers_loads(tmp_path, tiny_model_dir, isolated_cache, name):
+def test_each_family_trains_an_lm_reward_that_plain_transformers_loads(tmp_path, tiny_model_dir, isolated_cache, name,
+                                                                        capfd):
     session = new_session(tmp_path)
     path = program(tmp_path, tiny_model_dir, name, settings=LM[name])
     reset_read_counts()
+    capfd.readouterr()
     model, graph = fit(path, name, session)
     assert set(read_counts()) <= {"train"}  # the reward never reads dev or test
+    printed = "".join(capfd.readouterr())  # a quiet session: no load report of the new head, no metrics dict
+    assert "LOAD REPORT" not in printed and "train_runtime" not in printed, printed
     batch = [RewardItem("Tom has 7 apples and buys 9 more. How many now?", c) for c in CANDIDATES]
     ours = [s.score for s in model.score(batch)]
     assert len(set(np.round(ours, 6))) > 1 and all(np.isfinite(ours))

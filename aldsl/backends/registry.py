@@ -269,15 +269,20 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Hide transformers' per-load progress bars (they flood the logs of batch jobs)."""
+def quiet_loading(new_head: bool = False) -> Iterator[None]:
+    """Hide transformers' per-load progress bars (they flood the logs of batch jobs); with
+    ``new_head``, also its load report, which calls a head that is initialized on purpose missing."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if new_head:
+        hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

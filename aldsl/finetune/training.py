@@ -230,6 +230,7 @@ def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Pr
     trl = require_extra("trl", "dpo", "dpo() fine-tuning (TRL's DPOTrainer)")
     Dataset = require_extra("datasets", "dpo", "dpo() fine-tuning").Dataset
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     if not pairs:
         raise UserError("preference fine-tuning has no pair to learn from")
@@ -254,6 +255,7 @@ def train_preferences(model: torch.nn.Module, tokenizer: Any, pairs: Sequence[Pr
                          dataloader_num_workers=0)
         trainer = trl.DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[Record()])
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints every step's log dict
         trainer.train()
     model.eval()
     chosen_tokens = sum(len(ids) for ids in tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"])

@@ -253,13 +253,14 @@ def train_value_model(config: TuneConfig, folder: Path, texts: Sequence[tuple[st
     """Fine-tune a value model on ``points`` (BCE) and ``pairs`` (Bradley-Terry) over ``texts``
     ((x, candidate), indexed by the items), save it into ``folder`` and return it loaded."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from aldsl.backends.registry import quiet_loading
 
     if not points and not pairs:
         raise UserError(f"{label}: nothing to train on")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with quiet_loading():
+    with quiet_loading(new_head=True):
         tokenizer = AutoTokenizer.from_pretrained(config.base)
         model = AutoModelForTokenClassification.from_pretrained(config.base, num_labels=1, dtype=torch.float32)
     pad = _pad_id(tokenizer)
@@ -285,6 +286,7 @@ def train_value_model(config: TuneConfig, folder: Path, texts: Sequence[tuple[st
                                  dataloader_num_workers=0, optim="adamw_torch")
         trainer = Trainer(model=objective, args=args, train_dataset=_Items(items),
                           data_collator=_Collate(encoded, states, pad), callbacks=[_Advance(advance)])
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints the run's metrics dict
         trainer.train()
     trained.eval()
     _save(config, trained, tokenizer, folder)
