@@ -10,12 +10,18 @@ from pathlib import Path
 
 
 def machine() -> str:
-    """CPU, cores, load average (now, at the end of a run), Python, torch and its threads, GPU."""
+    """CPU (and whether it computes bf16 natively), cores, load average (now, at the end of a run), Python,
+    torch and its threads, GPU, date."""
+    import datetime
+
     import torch
+
+    from aldsl.backends.torch_utils import native_bf16
 
     load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
     gpu = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{load}, "
+    bf16 = "native bf16 (AMX)" if native_bf16("cpu") else "no native bf16 (fp32)"
+    return (f"{datetime.date.today()}, {platform.processor() or platform.machine()} ({bf16}), {os.cpu_count()} CPU cores{load}, "
             f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}")
 
 

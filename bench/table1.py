@@ -140,6 +140,7 @@ class Outcome:
     seconds: float
     chosen: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    machine: str = ""  # where the row ran (rows merged from earlier runs may differ)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -190,6 +191,7 @@ def run_row(row: Row, setting: str, out: Path, reporter: Reporter | None = None,
                 "seconds": round(time.perf_counter() - t0, 1)}
     outcome.tokens = session.stats()["generated_tokens"]
     outcome.seconds = time.perf_counter() - start
+    outcome.machine = machine()
     return outcome
 
 
@@ -211,8 +213,13 @@ def bo_baselines(program: aldsl.CompiledProgram, ran: Any) -> dict[str, float]:
 
 def markdown(outcomes: list[Outcome], setting: str) -> str:
     rows = {r.number: r for r in ROWS}
+    machines: dict[str, list[int]] = {}
+    for o in outcomes:
+        machines.setdefault(o.machine or "not recorded", []).append(o.row)
+    where = (f"Machine: {next(iter(machines))}" if len(machines) == 1 else "Machines: " + "; ".join(
+        f"rows {', '.join(map(str, nums))}: {m}" for m, nums in machines.items()))
     lines = [f"# Table 1 on the embedded model ({setting} setting)", "",
-             f"Machine: {machine()}. Produced by `python bench/table1.py" + (" --small" if setting == "small" else "")
+             f"{where}. Produced by `python bench/table1.py" + (" --small" if setting == "small" else "")
              + "`; every row from an empty generation cache and artifact store. Scores are on the held-out test "
              "split; `baseline` is the row's reference program, `aldsl` the program as written or as optimized.", "",
              "| # | usage | theta | P_psi | T | L | K | R | objective | baseline | aldsl | n test | tokens | wall s |",

@@ -47,3 +47,10 @@ def test_rows_cover_table_1_once_each():
     assert [r.number for r in table1.ROWS] == list(range(1, 12))
     programs = sorted(p.name for p in (ROOT / "programs").glob("[01]*.alp"))
     assert sorted(r.program for r in table1.ROWS) == programs
+
+
+def test_merged_rows_say_where_each_ran():
+    a = table1.Outcome(1, "full", "acc", 0.1, 0.4, 60, 10, 1.0, machine="machine A")
+    b = table1.Outcome(2, "full", "acc", 0.1, 0.4, 30, 10, 1.0, machine="machine B")
+    assert "Machine: machine A." in table1.markdown([a], "full")
+    assert "Machines: rows 1: machine A; rows 2: machine B." in table1.markdown(table1.merged([a], [b]), "full")
