@@ -97,10 +97,11 @@ def propose(checked: Checked) -> tuple[ast.Program, list[str]]:
         prop.reasons.append(f"L: samples in [1, {MAX_SAMPLES}] (greedy trials run one sample, so L > 1 pays only "
                             f"with temperature > 0)")
     if "select" not in written:
-        rules = ["first", "majority"] + (["argmax"] if reward else [])
+        rules = ["first", "majority"] + (["argmax", "weighted_vote"] if reward else [])
         prop.add_arg(flow.call, f"select = first in {{{', '.join(rules)}}}")
         prop.reasons.append(f"select in {{{', '.join(rules)}}}" +
-                            (f": argmax because {reward} scores candidates" if reward else ": no reward to rank by"))
+                            (f": argmax and weighted_vote because {reward} scores candidates" if reward
+                             else ": no reward to rank by"))
     if model:
         gw = _written(gen, "generator")
         if "temperature" not in gw:
