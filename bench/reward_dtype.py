@@ -43,13 +43,13 @@ from aldsl.rewards import backbone  # noqa: E402
 RESULT = re.compile(r"= (\d+)")
 
 
-def problems(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[float], list[int]]:
-    """(question, solution) texts, labels (1: the golden solution, 0: one equation's result off by
-    1-9) and each text's problem index; half the problems appear with each label."""
+def problems(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[float]]:
+    """(question, solution) texts of ``n`` problems, one each, and their labels (1: the golden solution,
+    0: one equation's result off by 1-9): every second problem is corrupted."""
     rows = [json.loads(line) for line in (ROOT / "programs" / "data" / "arith.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("solution") and RESULT.search(r["solution"])][:n]
     rng = random.Random(seed)
-    texts, labels, groups = [], [], []
+    texts, labels = [], []
     for i, r in enumerate(rows):
         solution = r["solution"]
         if i % 2:
@@ -59,8 +59,7 @@ def problems(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[float],
             solution = solution[:hit.start(1)] + str(abs(wrong)) + solution[hit.end(1):]
         texts.append((r["question"], solution))
         labels.append(float(i % 2 == 0))
-        groups.append(i)
-    return texts, labels, groups
+    return texts, labels
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -118,9 +117,9 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    native = native_bf16("cpu") if not torch.cuda.is_available() else native_bf16("cuda")
-    texts, labels, groups = problems(args.texts)
-    held = np.array([g % 5 == 0 for g in groups])  # a fifth of the problems, both labels
+    native = native_bf16("cuda" if torch.cuda.is_available() else "cpu")
+    texts, labels = problems(args.texts)
+    held = np.arange(len(texts)) % 5 == 0  # a fifth of the problems, both labels
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for name, bf16 in (("bf16", True), ("fp32", False)):

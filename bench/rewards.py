@@ -223,8 +223,8 @@ def _chosen(rule: str, answers: list[list[str]], correct: list[list[float]],
     """The golden score of the candidate ``rule`` selects for each query."""
     from aldsl.ops.select import select
 
-    return [c[select(rule, a, r if r is not None else [None] * len(a))] for a, c, r in
-            zip(answers, correct, rewards or [None] * len(answers))]
+    rewards = rewards or [[None] * len(a) for a in answers]
+    return [c[select(rule, a, r)] for a, c, r in zip(answers, correct, rewards)]
 
 
 def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -316,6 +316,8 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
         pair_rows.append(f"| {p['task']} | {p['train'].get('held_out_pairs', 0)} | "
                          f"{p['train'].get('pairwise_accuracy', float('nan')):.3f} | {p['test_pairs']} | "
                          f"{p['test_accuracy']:.3f} |")
+    captured = (f"it captures {gap:.0%} of the gap between the first sample and pass@{budget.L}." if math.isfinite(gap)
+                else f"pass@{budget.L} is no better than the first sample: no gap to capture.")
     return [f"### Best-of-{budget.L} selection on {budget.test} held-out arithmetic problems ({mode})", "",
             f"L = {budget.L} samples per problem at temperature 0.8 (2 random train demos, zero-shot template, "
             f"max_tokens {budget.max_tokens}). Rewards are trained on the train split only: ORM and Bradley-Terry on "
@@ -328,10 +330,8 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
             f"passes, loss on the {args.value} token(s)). A reward selects by argmax, or by weighted vote: the answer "
             f"whose candidates have the largest sum of softmax(reward) weights. Paired differences to majority vote "
             f"over the same test queries, 95% percentile bootstrap.", "", *rows, "",
-            f"Best learned reward: {best_name}; " + (f"it captures {gap:.0%} of the gap between the first sample "
-                                                      f"and pass@{budget.L}." if math.isfinite(gap) else
-                                                      f"pass@{budget.L} is no better than the first sample: no gap "
-                                                      f"to capture."), "", "### Bradley-Terry pairwise accuracy on held-out pairs", "", *pair_rows, "",
+            f"Best learned reward: {best_name}; {captured}", "", "### Bradley-Terry pairwise accuracy on held-out pairs",
+            "", *pair_rows, "",
             f"Wall time {seconds / 60:.1f} min.", ""]
 
 

@@ -391,10 +391,11 @@ class TransformersBackend(ManyCalls):
             input_ids, mask = self._right_pad([ids[passes[j]] for j in chunk])
             with torch.inference_mode():
                 hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                sums = hidden.float().cumsum(1)  # sums[r, n - 1]: the sum over the first n positions of row r
-                for r, j in enumerate(chunk):
-                    for i in readers[passes[j]]:
-                        features[i] = (sums[r, len(ids[i]) - 1] / len(ids[i])).cpu().numpy()
+                # sums[r, n - 1]: the sum over the first n positions of row r (one copy to the host per chunk)
+                sums = hidden.float().cumsum(1).cpu().numpy()
+            for r, j in enumerate(chunk):
+                for i in readers[passes[j]]:
+                    features[i] = sums[r, len(ids[i]) - 1] / len(ids[i])
         return features
 
     def logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
