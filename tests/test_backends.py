@@ -56,6 +56,34 @@ def test_batched_greedy_equals_unbatched_with_mixed_prompt_lengths(backend):
     assert len({row[0].text for row in batched}) == len(PROMPTS)
 
 
+def test_prompts_prefilled_apart_decode_together_as_with_one_padded_pass(backend, monkeypatch):
+    """A short and a long prompt are prefilled in separate passes and joined in one StaticCache; the
+    samples equal those of one left-padded pass with a DynamicCache (the path of models that cannot)."""
+    import aldsl.backends.transformers_backend as tb
+
+    assert backend._static
+    prompts = [PROMPTS[0], PROMPTS[3] * 4]
+    decoding = Decoding(max_tokens=12, temperature=0.9, seed=3)
+    units = [tb._Unit(p, ids, [0]) for p, ids in zip(prompts, backend._tokenize(prompts))]
+    assert len(tb._length_groups(units, decoding.max_tokens)) == 2
+    requests = [GenRequest(p, (0, 1, 2)) for p in prompts]
+    joined = backend.generate(requests, decoding)
+    monkeypatch.setattr(backend, "_static", False)
+    assert backend.generate(requests, decoding) == joined
+    assert len({c.text for row in joined for c in row}) == 6
+
+
+def test_sliding_window_models_keep_the_dynamic_cache():
+    from transformers import LlamaConfig, MistralConfig
+
+    from aldsl.backends.transformers_backend import _static_cache_fits
+
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2)
+    assert _static_cache_fits(LlamaConfig(**small))
+    assert not _static_cache_fits(MistralConfig(sliding_window=16, **small))
+
+
 def test_greedy_samples_are_identical_and_computed_once(backend):
     seen: list[tuple[int, int]] = []
     out = backend.generate(

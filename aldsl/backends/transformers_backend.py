@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 CPU_BATCH_TOKENS = 32768  # rows x (prompt + max_tokens) per batch on CPU (measured: larger is no faster)
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many best tokens first; a full sort only if they fall short
-COMPACT_FRACTION = 8
-PAD_LIMIT = 1.5  # a batch's longest row (prompt + max_tokens) is at most this many times its shortest  # drop finished rows from the batch once they are 1/8 of it
+COMPACT_FRACTION = 8  # drop finished rows from the batch once they are 1/8 of it
+PAD_LIMIT = 1.5  # prompts prefilled together: the longest (+ max_tokens) at most this many times the shortest
 
 
 def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tensor | None) -> torch.Tensor:
@@ -123,6 +123,34 @@ class _Unit:
     call: int = 0  # which (requests, decoding) of a generate_many call it belongs to
 
 
+def _too_long(shortest: _Unit, unit: _Unit, max_tokens: int) -> bool:
+    return len(unit.ids) + max_tokens > PAD_LIMIT * (len(shortest.ids) + max_tokens)
+
+
+def _length_groups(batch: list[_Unit], max_tokens: int) -> list[list[_Unit]]:
+    """A length-sorted batch cut into runs of prompts short enough to prefill in one padded pass."""
+    groups: list[list[_Unit]] = []
+    for unit in batch:
+        if groups and not _too_long(groups[-1][0], unit, max_tokens):
+            groups[-1].append(unit)
+        else:
+            groups.append([unit])
+    return groups
+
+
+def _static_cache_fits(config: object) -> bool:
+    """Whether every layer of ``config``'s model caches plain full-length keys and values (no sliding
+    window or recurrent state), so that its prefill caches can be padded and joined in a StaticCache."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    try:
+        layers = StaticCache(config=config, max_cache_len=8).layers
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return bool(layers) and all(type(layer) is StaticLayer for layer in layers)
+
+
 def _rows(batch: list[_Unit]) -> int:
     return sum(len(u.samples) for u in batch)
 
@@ -182,6 +210,7 @@ class TransformersBackend(ManyCalls):
         forward = inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5
+        self._static = _static_cache_fits(self.model.config)
 
     # ---------------------------------------------------------------- generation
     def generate_many(self, calls: GenCalls, progress: Progress | None = None,
@@ -249,7 +278,7 @@ class TransformersBackend(ManyCalls):
         for unit in sorted(units, key=lambda u: (len(u.ids), u.call)):
             samples = list(unit.samples)
             capacity = max(1, self.max_batch_tokens // (len(unit.ids) + longest))
-            if batch and len(unit.ids) + longest > PAD_LIMIT * (len(batch[0].ids) + longest):
+            if not self._static and batch and _too_long(batch[0], unit, longest):
                 batches.append(batch)  # padding the batch's shortest rows this far costs more than a new batch
                 batch = []
             while samples:
@@ -283,18 +312,11 @@ class TransformersBackend(ManyCalls):
         (each row with its own call's decoding); ``on_step(k)`` after each decoding step that added k
         tokens (progress)."""
         device = self.device
-        input_ids, mask = self._left_pad([u.ids for u in batch])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
-        )
-        cache, logits = self._cache_of(out), out.logits[:, -1, :]
-        del out
         row_keys = [(u.call, u.prompt, s) for u in batch for s in u.samples]
         row_decoding = [decodings[c] for c, _, _ in row_keys]
         max_tokens = max(d.max_tokens for d in row_decoding)
         n_rows = len(row_keys)
-        next_pos = positions[:, -1] + 1
+        cache, logits, mask, next_pos = self._prefill(batch, max_tokens)
         if n_rows > len(batch):
             expand = torch.repeat_interleave(
                 torch.arange(len(batch), device=device), torch.tensor([len(u.samples) for u in batch], device=device)
@@ -356,6 +378,35 @@ class TransformersBackend(ManyCalls):
         results = {key: self._completion(tokens[r], finish[r] or "length", row_decoding[r])
                    for r, key in enumerate(row_keys)}
         return results, sum(len(t) for t in tokens)
+
+    def _prefill(self, batch: list[_Unit], max_tokens: int) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's prompts through the model: its KV cache, last logits, attention mask and next positions.
+
+        Without a static cache this is one left-padded forward pass. With one, prompts of similar length
+        are prefilled together (padding costs a full forward there) and their caches are right-aligned
+        in one preallocated ``StaticCache`` that the whole batch decodes in: a decode step only pays
+        attention for the padding, and the cache is written in place instead of copied each step."""
+        from transformers import StaticCache
+
+        parts = []
+        for group in _length_groups(batch, max_tokens) if self._static else [batch]:
+            ids, mask = self._left_pad([u.ids for u in group])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
+            )
+            parts.append((self._cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1))
+            del out
+        if not self._static:
+            return parts[0]
+        width = max(mask.shape[1] for _, _, mask, _ in parts)
+        static = StaticCache(config=self.model.config, max_cache_len=width + max_tokens)
+        for i, layer in enumerate(static.layers):
+            keys = [torch.nn.functional.pad(c.layers[i].keys, (0, 0, width - m.shape[1], 0)) for c, _, m, _ in parts]
+            values = [torch.nn.functional.pad(c.layers[i].values, (0, 0, width - m.shape[1], 0)) for c, _, m, _ in parts]
+            layer.update(torch.cat(keys), torch.cat(values))
+        mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in parts])
+        return static, torch.cat([p[1] for p in parts]), mask, torch.cat([p[3] for p in parts])
 
     def _cache_of(self, out: object) -> object:
         return getattr(out, self._cache_arg)
