@@ -445,3 +445,15 @@ def test_calls_with_different_decodings_share_batches_and_sample_as_alone(backen
     together = backend.generate_many(calls)
     assert together == [backend.generate(requests, decoding) for requests, decoding in calls]
     assert all(c.tokens <= 3 for c in together[1][0]) and all(c.tokens <= 5 for c in together[2][0])
+
+
+def test_quiet_loading_hides_the_gguf_readers_progress_bar(capfd):
+    from tqdm.auto import tqdm
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    with registry.quiet_loading():
+        list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "Converting" not in "".join(capfd.readouterr())
+    assert gguf_utils.tqdm is tqdm  # restored afterwards
+    list(gguf_utils.tqdm(range(3), desc="Converting shown outside"))
+    assert "Converting shown outside" in "".join(capfd.readouterr())

@@ -8,6 +8,7 @@ about a second instead of half a minute.
 from __future__ import annotations
 
 import re
+import functools
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 from aldsl.backends.base import BackendError, ModelNotFound
@@ -279,12 +281,27 @@ def quiet_loading(new_head: bool = False) -> Iterator[None]:
     hf_logging.disable_progress_bar()
     if new_head:
         hf_logging.set_verbosity_error()
+    # transformers' GGUF reader calls tqdm directly, not the switchable tqdm of its logging module
+    gguf_utils = _gguf_utils()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+
+
+def _gguf_utils() -> ModuleType | None:
+    try:
+        from transformers import modeling_gguf_pytorch_utils
+    except ImportError:  # no gguf package: nothing reads GGUF files
+        return None
+    return modeling_gguf_pytorch_utils
 
 
 def _hf_cache_snapshot(name: str) -> Path | None:
