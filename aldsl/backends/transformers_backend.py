@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from aldsl.backends.base import (
     CAPABILITIES,
@@ -400,12 +401,13 @@ class TransformersBackend(ManyCalls):
         if not self._static:
             return parts[0]
         width = max(mask.shape[1] for _, _, mask, _ in parts)
+        pads = [width - mask.shape[1] for _, _, mask, _ in parts]  # left padding that right-aligns each part
         static = StaticCache(config=self.model.config, max_cache_len=width + max_tokens)
         for i, layer in enumerate(static.layers):
-            keys = [torch.nn.functional.pad(c.layers[i].keys, (0, 0, width - m.shape[1], 0)) for c, _, m, _ in parts]
-            values = [torch.nn.functional.pad(c.layers[i].values, (0, 0, width - m.shape[1], 0)) for c, _, m, _ in parts]
+            keys = [F.pad(c.layers[i].keys, (0, 0, pad, 0)) for (c, _, _, _), pad in zip(parts, pads)]
+            values = [F.pad(c.layers[i].values, (0, 0, pad, 0)) for (c, _, _, _), pad in zip(parts, pads)]
             layer.update(torch.cat(keys), torch.cat(values))
-        mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in parts])
+        mask = torch.cat([F.pad(m, (pad, 0)) for (_, _, m, _), pad in zip(parts, pads)])
         return static, torch.cat([p[1] for p in parts]), mask, torch.cat([p[3] for p in parts])
 
     def _cache_of(self, out: object) -> object:
@@ -541,7 +543,7 @@ class TransformersBackend(ManyCalls):
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         element = torch.finfo(self.model.dtype).bits // 8
         per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * element + 8 * config.hidden_size * element
-        per_token *= 2  # decoding grows the KV cache by copying it
+        per_token *= 2  # the prefill caches and the joined cache (or a growing DynamicCache and its copy) coexist
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return max(1024, int(0.6 * free / per_token))
