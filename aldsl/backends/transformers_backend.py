@@ -400,15 +400,15 @@ class TransformersBackend(ManyCalls):
             del out
         if not self._static:
             return parts[0]
-        width = max(mask.shape[1] for _, _, mask, _ in parts)
-        pads = [width - mask.shape[1] for _, _, mask, _ in parts]  # left padding that right-aligns each part
+        caches, logits, masks, next_pos = zip(*parts)
+        width = max(m.shape[1] for m in masks)
+        pads = [width - m.shape[1] for m in masks]  # left padding that right-aligns each part
         static = StaticCache(config=self.model.config, max_cache_len=width + max_tokens)
         for i, layer in enumerate(static.layers):
-            keys = [F.pad(c.layers[i].keys, (0, 0, pad, 0)) for (c, _, _, _), pad in zip(parts, pads)]
-            values = [F.pad(c.layers[i].values, (0, 0, pad, 0)) for (c, _, _, _), pad in zip(parts, pads)]
-            layer.update(torch.cat(keys), torch.cat(values))
-        mask = torch.cat([F.pad(m, (pad, 0)) for (_, _, m, _), pad in zip(parts, pads)])
-        return static, torch.cat([p[1] for p in parts]), mask, torch.cat([p[3] for p in parts])
+            layer.update(torch.cat([F.pad(c.layers[i].keys, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]),
+                         torch.cat([F.pad(c.layers[i].values, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]))
+        mask = torch.cat([F.pad(m, (pad, 0)) for m, pad in zip(masks, pads)])
+        return static, torch.cat(logits), mask, torch.cat(next_pos)
 
     def _cache_of(self, out: object) -> object:
         return getattr(out, self._cache_arg)
