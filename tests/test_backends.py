@@ -36,7 +36,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> TransformersBackend:
-    # fp32: a sample is independent of its batch only there (bf16 rounding depends on the batch's shape)
+    # fp32: rounding that depends on the batch's shape is smallest there (docs/performance.md)
     return load_backend(ModelSpec(name=str(tiny_model_dir), dtype="float32"))
 
 
@@ -64,13 +64,65 @@ def test_prompts_prefilled_apart_decode_together_as_with_one_padded_pass(backend
     assert backend._static
     prompts = [PROMPTS[0], PROMPTS[3] * 4]
     decoding = Decoding(max_tokens=12, temperature=0.9, seed=3)
-    units = [tb._Unit(p, ids, [0]) for p, ids in zip(prompts, backend._tokenize(prompts))]
-    assert len(tb._length_groups(units, decoding.max_tokens)) == 2
+    nodes, leaves = tb._prefix_plan(backend._tokenize(prompts))
+    assert nodes == [] and leaves == [(-1, 0), (-1, 0)]  # nothing shared: two passes from scratch
     requests = [GenRequest(p, (0, 1, 2)) for p in prompts]
     joined = backend.generate(requests, decoding)
     monkeypatch.setattr(backend, "_static", False)
     assert backend.generate(requests, decoding) == joined
     assert len({c.text for row in joined for c in row}) == 6
+
+
+def test_shared_prompt_prefixes_are_prefilled_once_and_match_one_pass_per_prompt(backend, monkeypatch):
+    """Prompts that share a long prefix (few-shot demos), one that begins another, and one asked for by
+    two calls: the prefix is one forward pass, the tails run on top of it in one batched pass, and each
+    prompt's logits and greedy continuation are those of the prompt prefilled alone in one pass (up to
+    rounding: the attention kernels block passes of different lengths differently)."""
+    import torch
+
+    import aldsl.backends.transformers_backend as tb
+
+    demos = " ".join(PROMPTS) * 2
+    prompts = [demos + " Q: two plus two?", demos + " Q: what is the capital of a land far away, in one word?",
+               demos, demos + " Q: two plus two? A: four. Q: three plus five?"]
+    ids = backend._tokenize(prompts)
+    nodes, leaves = tb._prefix_plan(ids)
+    assert len(nodes) >= 1 and nodes[0].parent == -1 and nodes[0].start == 0
+    assert all(start > 0 for _, start in leaves)  # every prompt continues a shared prefix
+    passes: list[int] = []
+    real_forward = backend._forward_after
+    monkeypatch.setattr(backend, "_forward_after", lambda *a, **k: passes.append(len(a[1])) or real_forward(*a, **k))
+    units = [tb._Unit(p, i, [0]) for p, i in zip(prompts, ids)] + [tb._Unit(prompts[0], ids[0], [0], call=1)]
+    with torch.inference_mode():
+        _, logits, _, next_pos, rows = backend._prefill(units, 4)
+        assert len(passes) < len(prompts) + len(nodes) and len(logits) == len(prompts)  # deduped, tails batched
+        assert rows[0] == rows[-1]  # the same prompt in two calls: one row
+        for unit, row in zip(units, rows):
+            _, alone, _, pos, _ = backend._prefill([unit], 4)
+            assert next_pos[row] == pos[0] == len(unit.ids)
+            assert torch.allclose(logits[row], alone[0], atol=1e-4 * float(alone.abs().max()))
+    greedy = Decoding(max_tokens=8)
+    shared = backend.generate([GenRequest(p) for p in prompts], greedy)
+    assert shared == [backend.generate([GenRequest(p)], greedy)[0] for p in prompts]
+
+
+def test_prefix_plan_covers_every_token_once_per_path():
+    from aldsl.backends.transformers_backend import _prefix_plan
+
+    head = list(range(100, 160))
+    seqs = [head + [1, 2, 3], head + [1, 2, 4, 5], head + [7], head[:40], head, [9, 9, 9], head + [1, 2, 3, 8]]
+    nodes, leaves = _prefix_plan(seqs, min_saved=32)
+    for seq, (parent, start) in zip(seqs, leaves):
+        assert start < len(seq)  # at least one token left for the last logits
+        covered = start
+        while parent >= 0:  # walk up: the runs end where their children start
+            node = nodes[parent]
+            assert node.end == covered and seqs[node.prompt][node.start:node.end] == seq[node.start:node.end]
+            covered, parent = node.start, node.parent
+        assert covered == 0
+    assert leaves[5] == (-1, 0)  # shares nothing
+    assert nodes[0].end >= 39  # the 60-token head (or its first 39 tokens, for the prompt of 40) is shared
+    assert _prefix_plan(seqs, min_saved=10**6)[0] == []  # nothing is worth a pass: every prompt from scratch
 
 
 def test_sliding_window_models_keep_the_dynamic_cache():

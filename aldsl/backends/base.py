@@ -6,9 +6,11 @@ backend's name alone so the checker can refuse a program before any work: ``enco
 (hidden-state features for learned reward models; :class:`HiddenStates`) and ``weights``
 (local weights that fine-tuning can train). A model behind an HTTP server has neither.
 
-Sample ``i`` of a prompt is a pure function of (model, prompt, decoding, ``i``) wherever the
-engine honours seeds: batching, batch order and which other samples were asked for never
-change it, so the on-disk generation cache can store samples one by one.
+Sample ``i`` of a prompt is a function of (model, prompt, decoding, ``i``) wherever the engine
+honours seeds: its random stream never depends on batching, batch order or which other samples
+were asked for, so the on-disk generation cache can store samples one by one. The logits it is
+drawn from may differ in the last bits with the batch's shape (padding, shared prefixes; see
+docs/performance.md).
 """
 
 from __future__ import annotations

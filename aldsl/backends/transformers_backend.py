@@ -1,9 +1,10 @@
 """The default backend: a Hugging Face causal LM driven by our own batched sampling loop.
 
 Why not ``model.generate``: the L samples of a prompt share one prefill (the prompt's KV
-cache is computed once and copied to one row per sample), every sample draws from its own
-random stream seeded by (seed, prompt, sample index) so it never depends on what else is in
-the batch, and rows that finish leave the batch.
+cache is computed once and copied to one row per sample), prompts share the prefill of the
+prefixes they have in common, every sample draws from its own random stream seeded by (seed,
+prompt, sample index) so it never depends on what else is in the batch, and rows that finish
+leave the batch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ CPU_BATCH_TOKENS = 32768  # rows x (prompt + max_tokens) per batch on CPU (measu
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many best tokens first; a full sort only if they fall short
 COMPACT_FRACTION = 8  # drop finished rows from the batch once they are 1/8 of it
 PAD_LIMIT = 1.5  # prompts prefilled together: the longest (+ max_tokens) at most this many times the shortest
+SHARE_MIN_TOKENS = 32  # a prompt prefix is prefilled once for all prompts that share it when that saves this many
 
 
 def choose_tokens(logits: torch.Tensor, decoding: Decoding, uniforms: torch.Tensor | None) -> torch.Tensor:
@@ -128,15 +130,52 @@ def _too_long(shortest: _Unit, unit: _Unit, max_tokens: int) -> bool:
     return len(unit.ids) + max_tokens > PAD_LIMIT * (len(shortest.ids) + max_tokens)
 
 
-def _length_groups(batch: list[_Unit], max_tokens: int) -> list[list[_Unit]]:
-    """A length-sorted batch cut into runs of prompts short enough to prefill in one padded pass."""
-    groups: list[list[_Unit]] = []
-    for unit in batch:
-        if groups and not _too_long(groups[-1][0], unit, max_tokens):
-            groups[-1].append(unit)
-        else:
-            groups.append([unit])
-    return groups
+@dataclass
+class _Shared:
+    """A run of prompt tokens ``[start, end)`` that several prompts share, prefilled once on top of ``parent``
+    (an earlier node's index, -1 for none)."""
+
+    parent: int
+    start: int
+    end: int
+    prompt: int  # a prompt that holds the run
+
+
+def _prefix_plan(seqs: list[list[int]], min_saved: int = SHARE_MIN_TOKENS) -> tuple[list[_Shared], list[tuple[int, int]]]:
+    """The prefix tree of distinct token sequences, cut to what is worth a pass of its own.
+
+    Returns the shared runs (a parent always before its children) and, for each sequence, the run its
+    remaining tokens extend and where they start (at least one token is always left, for the last
+    logits). A run is shared only when it saves ``min_saved`` prefill tokens; shorter runs are recomputed
+    by each sequence that needs them, which costs less than the extra forward pass."""
+    nodes: list[_Shared] = []
+    leaves: list[tuple[int, int]] = [(-1, 0)] * len(seqs)
+
+    def split(group: list[int], start: int, parent: int) -> None:  # group: lexicographically sorted
+        if len(group) == 1:
+            leaves[group[0]] = (parent, start)
+            return
+        common = len(os.path.commonprefix([seqs[group[0]], seqs[group[-1]]]))  # the group's (it is sorted)
+        end = min(common, min(len(seqs[g]) for g in group) - 1)
+        if end > start and (len(group) - 1) * (end - start) >= min_saved:
+            nodes.append(_Shared(parent, start, end, group[0]))
+            parent, start = len(nodes) - 1, end
+        if end < common:  # the shortest prompt begins every other one: its last token is a leaf of its own
+            shortest = min(group, key=lambda g: len(seqs[g]))
+            leaves[shortest] = (parent, start)
+            split([g for g in group if g != shortest], start, parent)
+            return
+        runs: list[list[int]] = []
+        for g in group:
+            if runs and seqs[runs[-1][0]][end] == seqs[g][end]:
+                runs[-1].append(g)
+            else:
+                runs.append([g])
+        for run in runs:
+            split(run, start, parent)
+
+    split(sorted(range(len(seqs)), key=seqs.__getitem__), 0, -1)
+    return nodes, leaves
 
 
 def _static_cache_fits(config: object) -> bool:
@@ -317,13 +356,12 @@ class TransformersBackend(ManyCalls):
         row_decoding = [decodings[c] for c, _, _ in row_keys]
         max_tokens = max(d.max_tokens for d in row_decoding)
         n_rows = len(row_keys)
-        cache, logits, mask, next_pos = self._prefill(batch, max_tokens)
-        if n_rows > len(batch):
-            expand = torch.repeat_interleave(
-                torch.arange(len(batch), device=device), torch.tensor([len(u.samples) for u in batch], device=device)
-            )
-            cache.reorder_cache(expand)
-            logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
+        cache, logits, mask, next_pos, unit_rows = self._prefill(batch, max_tokens)
+        expand = [row for row, u in zip(unit_rows, batch) for _ in u.samples]  # one row per sample
+        if expand != list(range(len(logits))):
+            index = torch.tensor(expand, device=device)
+            cache.reorder_cache(index)
+            logits, mask, next_pos = logits[index], mask[index], next_pos[index]
         uniforms = None
         if any(d.temperature > 0 for d in row_decoding):  # greedy rows draw nothing: zeros stand in
             streams = [np.random.default_rng(d.sample_seed(p, s)).random(max_tokens) if d.temperature > 0
@@ -380,26 +418,52 @@ class TransformersBackend(ManyCalls):
                    for r, key in enumerate(row_keys)}
         return results, sum(len(t) for t in tokens)
 
-    def _prefill(self, batch: list[_Unit], max_tokens: int) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch's prompts through the model: its KV cache, last logits, attention mask and next positions.
+    def _prefill(self, batch: list[_Unit], max_tokens: int
+                 ) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """The batch's prompts through the model: its KV cache, last logits, attention mask, next positions
+        and, for each unit of ``batch``, its row in them.
 
-        Without a static cache this is one left-padded forward pass. With one, prompts of similar length
-        are prefilled together (padding costs a full forward there) and their caches are right-aligned
-        in one preallocated ``StaticCache`` that the whole batch decodes in: a decode step only pays
-        attention for the padding, and the cache is written in place instead of copied each step."""
+        Without a static cache this is one left-padded forward pass, a row per unit. With one, each distinct
+        prompt gets a row and is prefilled on top of the prefixes it shares with others (a chat template's
+        system prompt, a template's instructions, demos that trials have in common), each such prefix once
+        (:func:`_prefix_plan`); the tails of the prompts that continue one prefix are prefilled together,
+        left-padded after it. The parts are joined in one preallocated ``StaticCache`` that the whole batch
+        decodes in: a decode step only pays attention for the padding, and the cache is written in place
+        instead of copied each step."""
         from transformers import StaticCache
 
-        parts = []
-        for group in _length_groups(batch, max_tokens) if self._static else [batch]:
-            ids, mask = self._left_pad([u.ids for u in group])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits_only
-            )
-            parts.append((self._cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1))
-            del out
         if not self._static:
-            return parts[0]
+            out, mask, positions = self._forward_after(None, [u.ids for u in batch], 0)
+            return self._cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1, list(range(len(batch)))
+        distinct = {tuple(u.ids): None for u in batch}
+        seqs = [list(t) for t in distinct]
+        row_of = {t: i for i, t in enumerate(distinct)}
+        nodes, leaves = _prefix_plan(seqs)
+        shared: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # each run's keys and values from position 0
+        for node in nodes:
+            tokens = seqs[node.prompt][node.start:node.end]
+            out, _, _ = self._forward_after(shared[node.parent] if node.parent >= 0 else None, [tokens], node.start)
+            shared.append([(layer.keys, layer.values) for layer in self._cache_of(out).layers])
+            del out
+        tails: dict[tuple[int, int], list[int]] = {}
+        for i, leaf in enumerate(leaves):
+            tails.setdefault(leaf, []).append(i)
+        parts, order = [], []
+        for (parent, start), members in tails.items():
+            members.sort(key=lambda i: len(seqs[i]))
+            chunks: list[list[int]] = []
+            for i in members:  # tails of similar length together: padding costs prefill compute
+                if not chunks or len(seqs[i]) - start > PAD_LIMIT * (len(seqs[chunks[-1][0]]) - start) + 8:
+                    chunks.append([i])
+                else:
+                    chunks[-1].append(i)
+            for chunk in chunks:
+                out, mask, positions = self._forward_after(
+                    shared[parent] if parent >= 0 else None, [seqs[i][start:] for i in chunk], start)
+                parts.append((self._cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1))
+                order += chunk
+                del out
+        del shared
         caches, logits, masks, next_pos = zip(*parts)
         width = max(m.shape[1] for m in masks)
         pads = [width - m.shape[1] for m in masks]  # left padding that right-aligns each part
@@ -408,7 +472,27 @@ class TransformersBackend(ManyCalls):
             layer.update(torch.cat([F.pad(c.layers[i].keys, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]),
                          torch.cat([F.pad(c.layers[i].values, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]))
         mask = torch.cat([F.pad(m, (pad, 0)) for m, pad in zip(masks, pads)])
-        return static, torch.cat(logits), mask, torch.cat(next_pos)
+        position_of = {seq: row for row, seq in enumerate(order)}
+        return (static, torch.cat(logits), mask, torch.cat(next_pos),
+                [position_of[row_of[tuple(u.ids)]] for u in batch])
+
+    def _forward_after(self, prefix: list[tuple[torch.Tensor, torch.Tensor]] | None, tails: list[list[int]],
+                       start: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One forward pass of ``tails`` (left-padded) on top of a shared ``prefix`` cache of ``start``
+        tokens (None: from scratch): the model's output, the full attention mask and the positions."""
+        from transformers import DynamicCache
+
+        ids, tail_mask = self._left_pad(tails)
+        rows = len(tails)
+        mask = torch.cat([tail_mask.new_ones((rows, start)), tail_mask], dim=-1)
+        positions = start + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix is not None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                 for k, v in prefix])
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_arg: cache}, **self._last_logits_only)
+        return out, mask, positions
 
     def _cache_of(self, out: object) -> object:
         return getattr(out, self._cache_arg)

@@ -6,8 +6,8 @@ run: a trial's executor); every ``backend.generate`` of a run waits until each o
 too (or has finished), and then one backend call serves all of them (``generate_many``: rows of
 different decodings side by side; a backend without it gets one call per decoding). Identical
 prompts of different runs are generated once (the backend's request bookkeeping dedupes them), and
-a sample is the same whichever batch it ran in (see :mod:`aldsl.backends.base`; in fp32, bf16
-rounding depends on the batch), so merging never changes a result.
+a sample draws the same random numbers whichever batch it ran in (see :mod:`aldsl.backends.base`),
+so merging changes a result only through the rounding of the batch's logits (docs/performance.md).
 
 All model work runs on the thread that called :meth:`Coalescer.map`: the merged generations, and the
 runs' other model calls (reward scoring, log-probabilities) through :meth:`Coalescer.compute`.
