@@ -435,9 +435,11 @@ class TransformersBackend(ManyCalls):
         if not self._static:
             out, mask, positions = self._forward_after(None, [u.ids for u in batch], 0)
             return self._cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1, list(range(len(batch)))
-        distinct = {tuple(u.ids): None for u in batch}
-        seqs = [list(t) for t in distinct]
-        row_of = {t: i for i, t in enumerate(distinct)}
+        keys = [tuple(u.ids) for u in batch]
+        distinct: dict[tuple[int, ...], int] = {}  # each distinct prompt's index in seqs
+        for key in keys:
+            distinct.setdefault(key, len(distinct))
+        seqs = [list(key) for key in distinct]
         nodes, leaves = _prefix_plan(seqs)
         shared: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # each run's keys and values from position 0
         for node in nodes:
@@ -472,9 +474,8 @@ class TransformersBackend(ManyCalls):
             layer.update(torch.cat([F.pad(c.layers[i].keys, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]),
                          torch.cat([F.pad(c.layers[i].values, (0, 0, pad, 0)) for c, pad in zip(caches, pads)]))
         mask = torch.cat([F.pad(m, (pad, 0)) for m, pad in zip(masks, pads)])
-        position_of = {seq: row for row, seq in enumerate(order)}
-        return (static, torch.cat(logits), mask, torch.cat(next_pos),
-                [position_of[row_of[tuple(u.ids)]] for u in batch])
+        row_of = {seq: row for row, seq in enumerate(order)}  # parts' rows are in the order of their passes
+        return static, torch.cat(logits), mask, torch.cat(next_pos), [row_of[distinct[key]] for key in keys]
 
     def _forward_after(self, prefix: list[tuple[torch.Tensor, torch.Tensor]] | None, tails: list[list[int]],
                        start: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
