@@ -25,6 +25,8 @@ LM = {
     "bt": "bradley_terry(d.train, annotator = acc, samples = 3, margin = 0.5, tune = top, layers = 1, epochs = 2)",
     "bt_lora": "bradley_terry(d.train, tune = lora, epochs = 2, lr = 1e-3)",
     "orm_full": "outcome(d.train, samples = 2, tune = full, epochs = 1, lr = 1e-4)",
+    "orm_generative": "outcome(d.train, samples = 3, tune = top, layers = 1, verifier = generative, epochs = 2)",
+    "bt_generative": "bradley_terry(d.train, annotator = acc, samples = 3, tune = lora, verifier = generative, epochs = 1)",
 }
 CANDIDATES = ["14 + 2 = 16.\nThe answer is 16.", "The answer is 17.", "thinking about it\n\nanswer: 16", "16"]
 
@@ -45,7 +47,7 @@ def plain_scores(folder: Path, texts: list[tuple[str, str]], steps: bool) -> lis
         model = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=dtype)
     out = []
     for x, c in texts:
-        e = encode(tokenizer, x, c)
+        e = encode(tokenizer, x, c, info["suffix"])
         with torch.no_grad():
             values = model.eval()(input_ids=torch.tensor([e.ids])).logits[0, :, 0].double().numpy()
         out.append(float(values[e.line_ends].min() if steps else values[-1]))
@@ -93,4 +95,41 @@ def test_a_missing_backbone_is_reported_at_its_position(tmp_path, tiny_model_dir
 
     path = program(tmp_path, tiny_model_dir, "orm", settings='outcome(d.train, tune = top, backbone = "no/such/model")')
     with pytest.raises(AlpError, match="no/such/model"):
+        aldsl.compile(path)
+
+
+def test_a_generative_verifier_starts_as_the_lms_own_yes_minus_no(tmp_path, tiny_model_dir):
+    """verifier = generative: before any training the reward is logit(" Yes") - logit(" No") of the LM itself,
+    read right after the verification question."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aldsl.rewards.backbone import VERDICTS, VERIFY, Point, TuneConfig, train_value_model
+
+    texts = [("Tom has 7 apples and buys 9 more. How many now?", c) for c in CANDIDATES]
+    config = TuneConfig("full", str(tiny_model_dir), epochs=1, lr=1e-12, generative=True)  # lr ~ 0: the start
+    model = train_value_model(config, tmp_path / "gen", texts, [Point(0, (0,), (1.0,), (1.0,))])
+    ours = model.last_values([x for x, _ in texts], [c for _, c in texts])
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    yes, no = (tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICTS)
+    theirs = []
+    for x, c in texts:
+        ids = tokenizer(f"Question: {x}\nAnswer: {c}{VERIFY}", return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = lm(input_ids=ids).logits[0, -1]
+        theirs.append(float(logits[yes] - logits[no]))
+    assert np.allclose(ours, theirs, atol=1e-4), (ours, theirs)
+    assert json.loads((tmp_path / "gen" / MODEL_FILE).read_text())["suffix"] == VERIFY
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("outcome(d.train, verifier = generative)", "tune = head"),
+    ("process(d.train, tune = top, verifier = generative)", "process reward"),
+    ("outcome(d.train, tune = top, value = tokens, verifier = generative)", "value = tokens"),
+])
+def test_a_generative_verifier_is_refused_where_it_cannot_read_one_answer(tmp_path, tiny_model_dir, settings, message):
+    from aldsl.language.diagnostics import AlpError
+
+    path = program(tmp_path, tiny_model_dir, "orm", settings=settings)
+    with pytest.raises(AlpError, match=message):
         aldsl.compile(path)

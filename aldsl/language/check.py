@@ -661,6 +661,8 @@ class Checker:
     def _rule_reward(self, d: CheckedDecl) -> None:
         if d.params.get("backbone") is not None:
             self._check_model(d, "backbone")
+        if "generative" in options_of(d.params.get("verifier", "value")):
+            self._check_generative(d)
         if d.ctor != "external":
             return
         if (d.params["call"] is None) == (d.params["command"] is None):
@@ -676,6 +678,19 @@ class Checker:
             self.error(f"{d.kind} '{d.name}': {e}", d.param_pos.get(key, d.pos))
 
     _rule_evaluator = _rule_reward
+
+    def _check_generative(self, d: CheckedDecl) -> None:
+        """verifier = generative reads the LM's answer after the whole text: it needs an LM and one value per text."""
+        where = d.param_pos.get("verifier", d.pos)
+        if "head" in options_of(d.params.get("tune", "head")):
+            self.error(f"reward '{d.name}': verifier = generative answers with an LM, and tune = head trains a small "
+                       "head on frozen features instead", where, "add tune = top (or lora, or full)")
+        elif d.ctor == "process":
+            self.error(f"reward '{d.name}': a process reward scores every step, and verifier = generative asks one "
+                       "question after the whole text", where, "use verifier = value for a process reward")
+        elif "tokens" in options_of(d.params.get("value", "last")):
+            self.error(f"reward '{d.name}': value = tokens puts the loss on every answer token, and verifier = "
+                       "generative reads one answer after the text", where, "use value = last with verifier = generative")
 
     def _rule_prompter(self, d: CheckedDecl) -> None:
         for t in options_of(d.params["template"]):

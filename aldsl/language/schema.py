@@ -129,6 +129,9 @@ def _trained() -> tuple[Param, ...]:
         Param("layers", t_int(1, 1000), 4, "decoder layers trained with tune = top"),
         Param("value", t_enum("last", "tokens"), "last", "LM rewards from golden labels: the loss on the last token, "
               "or on every answer token (a token-level value, Cobbe et al.); r is always read at the last token"),
+        Param("verifier", t_enum("value", "generative"), "value", "an LM reward's head: value = a new scalar head; "
+              "generative = the LM's own answer to \"Is the answer correct?\" after the text (r = logit Yes - logit "
+              "No, fine-tuned by the family's loss; a generative verifier)"),
         Param("features", FEATURES, "hidden", "tune = head: hidden = the generator's mean-pooled hidden states; "
               "minilm = all-MiniLM-L6-v2 sentence embeddings"),
         Param("epochs", t_int(0, 10000), 0, "training epochs (0: 200 full-batch epochs for a head, 2 passes over the "

@@ -11,6 +11,11 @@ LM starts from the generator's base weights unless ``backbone`` names another mo
 - ``lora``: LoRA adapters on every attention projection (peft) and the head;
 - ``full``: every weight.
 
+``verifier = generative`` makes it a generative verifier (Zhang et al., 2024): the text ends with
+:data:`VERIFY` and the value head starts as the LM's own output rows for " Yes" minus " No", so r is
+logit P(Yes) - logit P(No) of the pretrained LM at that token before training, fine-tuned by the
+family's loss; the artifact stays a token-classification model (``value_model.json`` names the suffix).
+
 Training runs in transformers' ``Trainer`` (AdamW with linear decay, gradient clipping, bf16
 autocast where :func:`aldsl.backends.torch_utils.autocast_dtype` finds native bf16) through one loss
 wrapper for every family and every input kind; TRL's ``RewardTrainer`` covers only Bradley-Terry
@@ -48,6 +53,8 @@ DEFAULT_EPOCHS = 2
 MODEL_FILE = "value_model.json"  # how the reward reads its model: base folder, adapter, text format
 MAX_TOKENS = 1024  # longest (x, y) text a value model reads; longer ones lose their head
 SCORE_BATCH_TOKENS = 16384  # rows x longest text per scoring batch
+VERIFY = "\nIs the answer correct? Answer Yes or No:"  # what a generative verifier reads after the text
+VERDICTS = (" Yes", " No")  # the tokens whose logit difference starts a generative verifier's head
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,12 @@ class TuneConfig:
     batch: int = 16
     seed: int = 0
     lora_rank: int = 8
+    generative: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """What the value model reads after each (x, candidate) text."""
+        return VERIFY if self.generative else ""
 
 
 def text_of(x: str, candidate: str) -> str:
@@ -78,13 +91,14 @@ class Encoded:
     line_ends: list[int]  # token index of the last token of each non-empty line of the candidate
 
 
-def encode(tokenizer: Any, x: str, candidate: str) -> Encoded:
-    """Tokens of :func:`text_of` with the token positions the families put their losses on."""
+def encode(tokenizer: Any, x: str, candidate: str, suffix: str = "") -> Encoded:
+    """Tokens of :func:`text_of` and ``suffix`` with the token positions the families put their losses on."""
     text = text_of(x, candidate)
+    start_char = len(text) - len(candidate.strip())
+    text += suffix
     enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, truncation=True,
                     max_length=MAX_TOKENS)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    start_char = len(text) - len(candidate.strip())
     answer_start = next((i for i, (a, b) in enumerate(offsets) if b > start_char), len(ids) - 1)
     ends, pos = [], start_char
     for line in candidate.strip().split("\n"):
@@ -203,9 +217,10 @@ class ValueModel:
                 self.model = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=self.dtype)
         self.model.to(self.device).eval()
         self.pad = _pad_id(self.tokenizer)
+        self.suffix = info.get("suffix", "")
 
     def encode(self, x: str, candidate: str) -> Encoded:
-        return encode(self.tokenizer, x, candidate)
+        return encode(self.tokenizer, x, candidate, self.suffix)
 
     def token_values(self, encoded: Sequence[Encoded]) -> list[np.ndarray]:
         """Per-token value logits (float64) of each text, batched by length."""
@@ -266,10 +281,13 @@ def train_value_model(config: TuneConfig, folder: Path, texts: Sequence[tuple[st
     pad = _pad_id(tokenizer)
     model.config.pad_token_id = pad
     with torch.no_grad():
-        model.score.weight.zero_()
+        if config.generative:
+            model.score.weight.copy_(_verdict_rows(config.base, tokenizer))
+        else:
+            model.score.weight.zero_()
         if model.score.bias is not None:
             model.score.bias.zero_()
-    encoded = [encode(tokenizer, x, c) for x, c in texts]
+    encoded = [encode(tokenizer, x, c, config.suffix) for x, c in texts]
     values, states = _trainable(config, model, encoded, pad, device, reporter, label)
     trained = values.model  # the peft model of a LoRA reward (its adapter is saved), else the model itself
     items: list[Point | Pair] = [*points, *pairs]
@@ -327,6 +345,19 @@ def _trainable(config: TuneConfig, model: nn.Module, encoded: Sequence[Encoded],
                 states[i] = hidden[row, : len(encoded[i].ids)].to(dtype).cpu().clone()
             advance(len(chunk))
     return _TopValues(model, first), states
+
+
+def _verdict_rows(base: str, tokenizer: Any) -> torch.Tensor:
+    """The LM's output-layer row of " Yes" minus that of " No" (the first token of each), shape [1, hidden]."""
+    from transformers import AutoModelForCausalLM
+
+    from aldsl.backends.registry import quiet_loading
+
+    with quiet_loading():
+        lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    yes, no = (tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICTS)
+    rows = lm.get_output_embeddings().weight.detach()
+    return (rows[yes] - rows[no]).unsqueeze(0).clone()
 
 
 def _layer_index(name: str) -> int:
@@ -412,7 +443,7 @@ def _save(config: TuneConfig, model: nn.Module, tokenizer: Any, folder: Path) ->
         tokenizer.save_pretrained(str(folder))
     dtype = "bfloat16" if autocast_dtype(next(model.parameters()).device) == torch.bfloat16 else "float32"
     info = {"base": config.base, "adapter": config.tune == "lora", "tune": config.tune, "dtype": dtype,
-            "text": text_of("{x}", "{y}")}
+            "text": text_of("{x}", "{y}") + config.suffix, "suffix": config.suffix}
     (folder / MODEL_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
 
 
@@ -463,7 +494,7 @@ def fit_points(config: TuneConfig, folder: Path, texts: Sequence[tuple[str, str]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.base)
-    encoded = [encode(tokenizer, x, c) for x, c in texts]
+    encoded = [encode(tokenizer, x, c, config.suffix) for x, c in texts]
     train = [i for i in range(len(texts)) if not held[i]]
     weights = balanced_weights([y for i in train for y in labels[i]])
     points, w = [], iter(weights)

@@ -282,7 +282,8 @@ def tune_config(spec: Reward) -> TuneConfig | None:
     if tune == "head":
         return None
     return TuneConfig(tune, str(resolve_model(_backbone(spec)).path), layers=spec["layers"],
-                      epochs=spec["epochs"] or DEFAULT_EPOCHS, lr=spec["lr"] or DEFAULT_LR[tune], batch=spec["batch"])
+                      epochs=spec["epochs"] or DEFAULT_EPOCHS, lr=spec["lr"] or DEFAULT_LR[tune], batch=spec["batch"],
+                      generative=spec["verifier"] == "generative")
 
 
 def _backbone(spec: Reward) -> str:
