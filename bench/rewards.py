@@ -2,8 +2,9 @@
 
 Fits ORM (also as a generative verifier), PRM, discriminator and Bradley-Terry rewards on the train
 split (never reading test), then samples L candidates per held-out test problem at temperature 0.8
-and compares the golden accuracy of the first sample, majority vote, best-of-L by each reward (argmax) and its weighted vote
-(the answer with the largest sum of softmax(reward) weights) against the oracle pass@L. Also
+and compares the golden accuracy of the first sample, majority vote, best-of-L by each reward
+(argmax) and its weighted vote (the answer with the largest sum of softmax(reward) weights) against
+the oracle pass@L. Also
 reports Bradley-Terry pairwise accuracy on held-out pairs for two preference tasks: arithmetic
 (`programs/data/prefs_arith.jsonl`) and positive reviews (pairs of the generator's own samples
 ranked by VADER).
@@ -329,8 +330,9 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
             f"samples of {budget.train_queries} problems. Each family twice: a head (64-unit MLP on the generator's "
             f"mean-pooled hidden states, {args.epochs} epochs at lr {args.lr}) and an LM backbone (the generator's "
             f"top {args.layers} layers and a value head fine-tuned over cached lower-layer states, {args.lm_epochs} "
-            f"passes, loss on the {args.value} token(s)); the ORM also as a generative verifier (the same, but the text goes on "
-            f"with a yes/no question and the head starts as the LM's own Yes minus No output rows). A reward selects by argmax, or by weighted vote: the answer "
+            f"passes, loss on the {args.value} token(s)); the ORM also as a generative verifier (the same, but the "
+            f"text goes on with a yes/no question and the head starts as the LM's own Yes minus No output rows). A "
+            f"reward selects by argmax, or by weighted vote: the answer "
             f"whose candidates have the largest sum of softmax(reward) weights. Paired differences to majority vote "
             f"over the same test queries, 95% percentile bootstrap.", "", *rows, "",
             f"Best learned reward: {best_name}; {captured}", "", "### Bradley-Terry pairwise accuracy on held-out pairs",
@@ -341,7 +343,8 @@ def _tables(budget: Budget, best_of_l: dict[str, float], fit_info: dict[str, dic
 def write_programs(out: Path, budget: Budget, head: str, lm: str) -> tuple[Path, Path, Path]:
     """The arithmetic, preference-pair and review programs of this budget, written into ``out``."""
     # the generative verifier reads one answer after the text: its loss is on the last token whatever --value says
-    values = {**budget.__dict__, "data": DATA, "head": head, "lm": lm, "lm_last": lm.replace("value = tokens", "value = last")}
+    values = {**budget.__dict__, "data": DATA, "head": head, "lm": lm,
+              "lm_last": lm.replace("value = tokens", "value = last")}
     return tuple(_write(out / f"{name}.alp", text.format(**values))  # type: ignore[return-value]
                  for name, text in (("arith", ARITH), ("prefs", PREFS), ("reviews", REVIEWS)))
 

@@ -282,7 +282,7 @@ def train_value_model(config: TuneConfig, folder: Path, texts: Sequence[tuple[st
     model.config.pad_token_id = pad
     with torch.no_grad():
         if config.generative:
-            model.score.weight.copy_(_verdict_rows(config.base, tokenizer))
+            model.score.weight.copy_(_verdict_rows(config.base, model, tokenizer))
         else:
             model.score.weight.zero_()
         if model.score.bias is not None:
@@ -347,16 +347,20 @@ def _trainable(config: TuneConfig, model: nn.Module, encoded: Sequence[Encoded],
     return _TopValues(model, first), states
 
 
-def _verdict_rows(base: str, tokenizer: Any) -> torch.Tensor:
-    """The LM's output-layer row of " Yes" minus that of " No" (the first token of each), shape [1, hidden]."""
-    from transformers import AutoModelForCausalLM
-
-    from aldsl.backends.registry import quiet_loading
-
-    with quiet_loading():
-        lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+def _verdict_rows(base: str, model: nn.Module, tokenizer: Any) -> torch.Tensor:
+    """The LM's output-layer row of " Yes" minus that of " No" (the first token of each), shape [1, hidden].
+    With tied embeddings the output layer is ``model``'s input embedding; otherwise the token-classification
+    model dropped it, so it is read from the causal LM of ``base``."""
     yes, no = (tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICTS)
-    rows = lm.get_output_embeddings().weight.detach()
+    if model.config.tie_word_embeddings:
+        rows = model.get_input_embeddings().weight.detach()
+    else:
+        from transformers import AutoModelForCausalLM
+
+        from aldsl.backends.registry import quiet_loading
+
+        with quiet_loading():
+            rows = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).get_output_embeddings().weight.detach()
     return (rows[yes] - rows[no]).unsqueeze(0).clone()
 
 
