@@ -111,7 +111,7 @@ def test_training_prompts_are_what_the_executor_feeds_the_model(tmp_path, tiny_m
                    extra=extra)
     spec = spec_of(prog)
     records = session.split(prog.program_graph, spec.data)
-    pairs = finetune.sft_examples(spec, session, prog.program_graph, records)
+    pairs, _ = finetune.sft_examples(spec, session, prog.program_graph, records)
     run = prog.run(split="train", session=session)
     assert [e.prompt for e in pairs] == [t.prompts[0]["prompt"] for t in run.traces]
     assert all(e.prompt.endswith("<|im_start|>assistant\nSolution:") and "Be brief." in e.prompt for e in pairs)

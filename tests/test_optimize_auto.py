@@ -30,13 +30,19 @@ optimize search = optuna(objective = acc, on = d.dev, trials = 3, minibatch = 4,
 """
 
 
+WORDS = "zero one two three four five six seven eight nine".split()
+
+
 def records(kind: str, n: int = 24) -> list[dict]:
+    """Records of each kind of data; "answers" spells its numbers out, so no arithmetic over the
+    question's digits reaches them, and "arithmetic" writes them in digits."""
     rows = []
     for i in range(n):
         a, b = i % 7 + 2, i % 5 + 3
-        row = {"id": f"q{i}", "question": f"Ann has {a} pens and buys {b} more. How many pens?",
+        pens = f"{WORDS[a]} pens and buys {WORDS[b]}" if kind == "answers" else f"{a} pens and buys {b}"
+        row = {"id": f"q{i}", "question": f"Ann has {pens} more. How many pens?",
                "split": "train" if i < 12 else "dev" if i < 18 else "test"}
-        if kind in ("answers", "worked"):
+        if kind in ("answers", "arithmetic", "worked"):
             row["answer"] = str(a + b)
         if kind in ("worked", "demos"):
             row["solution"] = f"Ann has {a} pens and buys {b}: {a} + {b} = {a + b}. The answer is {a + b}."
@@ -46,13 +52,13 @@ def records(kind: str, n: int = 24) -> list[dict]:
     return rows
 
 
-FIELDS = {"answers": ', target = "answer"', "worked": ', target = "answer", demo = "solution"',
+FIELDS = {"answers": ', target = "answer"', "arithmetic": ', target = "answer"', "worked": ', target = "answer", demo = "solution"',
           "demos": ', target = none, demo = "solution"', "preferences": ", target = none", "none": ", target = none"}
 
 
 def program(tmp_path: Path, kind: str, model: Path, extra: str = "") -> Path:
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(kind)))
-    evaluator = "numeric_match(field = \"answer\")" if kind in ("answers", "worked") else 'regex("\\\\d")'
+    evaluator = "numeric_match(field = \"answer\")" if kind in ("answers", "arithmetic", "worked") else 'regex("\\\\d")'
     path = tmp_path / f"{kind}.alp"
     path.write_text(PROGRAM.format(kind=kind, fields=FIELDS[kind], model=model, evaluator=evaluator, extra=extra))
     return path
@@ -60,6 +66,7 @@ def program(tmp_path: Path, kind: str, model: Path, extra: str = "") -> Path:
 
 @pytest.mark.parametrize("kind, reward, theta", [
     ("answers", "outcome(d.train", "rejection(d.train"),
+    ("arithmetic", "outcome(d.train", "sft(d.train, solutions = arithmetic"),
     ("worked", "outcome(d.train", "sft(d.train"),
     ("demos", "discriminator(d.train", "sft(d.train"),
     ("preferences", "bradley_terry(d.train", "dpo(d.train, pairs = fields"),
@@ -81,6 +88,9 @@ def test_the_auto_space_follows_the_data(tmp_path, tiny_model_dir, kind, reward,
     assert any(r.startswith("data: ") for r in reasons) and any(r.startswith("reward: ") for r in reasons)
     if kind == "answers":
         assert any("answers only" in r and "rejection" in r for r in reasons)
+    if kind == "arithmetic":
+        assert any("reaches the answer in 12 of the first 12" in r for r in reasons)
+        assert any("derived from the golden answers" in r for r in reasons)
     # the defaults are the program as written: zero-shot, greedy, one sample, no fine-tuning
     defaults = compiled.search_space.defaults()
     assert defaults["main.samples"] == 1 and defaults["g.temperature"] == 0.0 and defaults["p.template"] == "zero_shot"
@@ -199,7 +209,7 @@ def test_plan_measures_and_estimates_without_searching(tmp_path, isolated_cache,
     assert not (tmp_path / "out" / "auto_worked" / "study.db").exists()
 
 
-def test_the_second_task_is_answer_only_and_gets_rationales(tmp_path, tiny_model_dir):
+def test_the_second_task_is_answer_only_and_gets_derived_solutions(tmp_path, tiny_model_dir):
     from aldsl.tasks.twostep import make_twostep
 
     rows = make_twostep(60, seed=3)
@@ -211,8 +221,28 @@ def test_the_second_task_is_answer_only_and_gets_rationales(tmp_path, tiny_model
     path = tmp_path / "twostep.alp"
     path.write_text(text)
     compiled = aldsl.compile(path)
-    assert "rejection(d.train" in compiled.checked.program.source
-    assert compiled.search_space["g.finetune"].choices == (None, "auto_rationales")
+    assert "sft(d.train, solutions = arithmetic" in compiled.checked.program.source
+    assert compiled.search_space["g.finetune"].choices == (None, "auto_derived")
+
+
+def test_the_derived_fine_tuning_reads_only_the_train_split(tmp_path, tiny_model_dir, isolated_cache):
+    """Dev and test records are poisoned (answers no chain reaches): the recipe's fine-tuning still trains,
+    on one derived solution per train record and on nothing else."""
+    rows = records("arithmetic")
+    for r in rows:
+        if r["split"] != "train":
+            r["answer"] = "not a number"
+    path = program(tmp_path, "arithmetic", tiny_model_dir)
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trial = aldsl.compile(path).with_params({"g.finetune": "auto_derived"})
+    folder = Session().checkpoint("finetune:auto_derived", trial.program_graph)
+    trained = [json.loads(x) for x in (folder / "examples.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(trained) == len(train)
+    assert [t["target"].strip() for t in trained] == [
+        f"{r['question'].split()[2]} + {r['question'].split()[6]} = {r['answer']}. The answer is {r['answer']}."
+        for r in train]
+    assert json.loads((folder / "meta.json").read_text())["data"]["derived"] == len(train)
 
 
 def test_contributions_add_psi_then_theta_then_l(tmp_path, tiny_model_dir):

@@ -2,7 +2,8 @@
 
 Three kinds, all ending in the supervised loop of :mod:`aldsl.finetune.training`:
 
-- ``sft``: the round-1 prompt of every train record -> its demonstration.
+- ``sft``: the round-1 prompt of every train record -> its demonstration (or a worked solution
+  derived from its golden answer, :mod:`aldsl.store.derive`).
 - ``rejection``: sample L answers per train query, keep the best (top reward, or a sample the
   golden evaluator passes), fine-tune on the kept ones.
 - ``iterative`` (Fig. 1, step 6): K rounds of refitting the reward on the current model's samples,
@@ -29,6 +30,7 @@ from aldsl.compiler.specs import Finetune, ModelGenerator, Reward, SplitRef, unn
 from aldsl.errors import NothingToLearn, UserError
 from aldsl.evaluators import evaluate
 from aldsl.backends.base import Completion
+from aldsl.store.derive import MAX_STEPS, VERSION as DERIVE_VERSION, derive
 from aldsl.finetune.training import (Example, Preference, Settings, free_memory, load_trainable, save, train,
                                      train_preferences)
 from aldsl.ops.answers import extract
@@ -59,7 +61,7 @@ def ensure_checkpoint(spec: Finetune, session: Session, graph: ProgramGraph) -> 
         pairs, info = preference_pairs(spec, session, graph, records)
         return _train_and_save(spec, session, graph, key, pairs, None, info)
     if spec.kind == "sft":
-        examples, info = sft_examples(spec, session, graph, records), {}
+        examples, info = sft_examples(spec, session, graph, records)
     else:
         reward = refit_reward(spec, session, graph, None) if spec.reward else None
         examples, info = rejection_examples(spec, session, graph, spec.generator, reward, records)
@@ -78,21 +80,47 @@ def checkpoint_key(spec: Finetune, session: Session, graph: ProgramGraph) -> str
     reward = unnamed(graph[spec.reward]["params"]) if spec.reward else None
     data = {f"{r['data']}.{r['split']}": session.split(graph, SplitRef.from_json(r)) for r in _data_refs([body, reward])}
     identity = model_identity(resolve_model(spec.generator.model), spec.generator.checkpoint)
-    return content_hash(VERSION, body, data, identity, reward)
+    derived = DERIVE_VERSION if spec.get("solutions") == "arithmetic" else None  # a new search, new targets
+    return content_hash(VERSION, body, data, identity, reward, *([derived] if derived else []))
 
 
 # ---------------------------------------------------------------- training data
 def sft_examples(spec: Finetune, session: Session, graph: ProgramGraph,
-                 records: Sequence[dict[str, Any]]) -> list[Example]:
-    """Round-1 prompt (as the executor renders it, prefill included) -> demonstration, per record with one."""
+                 records: Sequence[dict[str, Any]]) -> tuple[list[Example], dict[str, Any]]:
+    """Round-1 prompt (as the executor renders it, prefill included) -> worked solution, per record with
+    one: its demonstration, or with ``solutions = arithmetic`` one derived from its golden answer."""
     backend = session.backend(spec.generator, graph)
     firsts = Prompter(spec.prompter, session, graph, backend).first_prompts(records)
-    examples = [Example(base + prefill, _after_prefill(str(r["demo"]), prefill))
-                for r, (base, prefill, _) in zip(records, firsts) if str(r.get("demo") or "").strip()]
+    if spec.get("solutions", "demo") == "arithmetic":
+        targets, info = derived_solutions(spec, records)
+    else:
+        targets, info = [str(r.get("demo") or "") for r in records], {}
+    examples = [Example(base + prefill, _after_prefill(t, prefill))
+                for t, (base, prefill, _) in zip(targets, firsts) if t.strip()]
     if not examples:
         raise UserError(f"finetune {spec.name!r}: no record of {spec.data} has a demonstration; give the "
                         "data a demo (or target) field")
-    return examples
+    return examples, info
+
+
+def derived_solutions(spec: Finetune, records: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Per record, the worked solution derived from its golden answer ("" where no chain reaches it)."""
+    if records and all(r.get("y") is None or not str(r["y"]).strip() for r in records):
+        raise UserError(f"finetune {spec.name!r}: solutions = arithmetic derives worked solutions from golden "
+                        f"answers, and {spec.data} has none; set the data's target field")
+    found = [derive(str(r["x"]), r.get("y")) for r in records]
+    texts = [d.text(str(r["y"])) if d else "" for r, d in zip(records, found)]
+    if records and not any(found):
+        r = records[0]
+        raise NothingToLearn(
+            f"finetune {spec.name!r}: solutions = arithmetic found, in none of the {len(records)} records of "
+            f"{spec.data}, a chain of at most {MAX_STEPS} operations (+, -, *, /) over the numbers of the question "
+            f"that reaches the golden answer (e.g. record {r.get('id')!r}: answer {r.get('y')!r}); it fits "
+            "arithmetic word problems with numeric answers and the numbers written in digits; use "
+            "rejection(..., rationalize = true) or give the data worked solutions")
+    derived = [d for d in found if d]
+    return texts, {"solutions": "arithmetic", "records": len(records), "derived": len(derived),
+                   "ambiguous": sum(d.candidates > 1 for d in derived)}
 
 
 def graded_samples(spec: Finetune, session: Session, graph: ProgramGraph, generator: ModelGenerator,

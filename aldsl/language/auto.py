@@ -9,7 +9,8 @@ applying the proposal twice changes nothing.
 | the train split holds | reward | theta |
 |---|---|---|
 | golden answers and worked solutions (a demo field longer than the answer) | outcome (ORM) | sft |
-| golden answers only | outcome (ORM) | rejection: rationales sampled with the trial's prompt, kept when the golden check accepts them (rationalized with the answer as a hint where none does: STaR) |
+| numeric golden answers only, that arithmetic over the question's numbers reaches (in half the records or more) | outcome (ORM) | sft on worked solutions derived from the answers (`solutions = arithmetic`) |
+| other golden answers only | outcome (ORM) | rejection: rationales sampled with the trial's prompt, kept when the golden check accepts them (rationalized with the answer as a hint where none does: STaR) |
 | demonstrations, no answers | discriminator | sft |
 | preference pairs (chosen / rejected fields) | bradley_terry | dpo on the pairs |
 | nothing usable (or no train split) | critic | none |
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aldsl.store.derive import derive
 from aldsl.language import ast
 from aldsl.language.check import Checked, Link, SearchVal, SplitLink
 from aldsl.language.overrides import arg_index
@@ -31,6 +33,8 @@ TEMPLATES = ("zero_shot", "cot", "direct")
 MAX_DEMOS, MAX_SAMPLES, SAMPLE_TEMPERATURE = 3, 4, 0.7
 TRAIN_QUERIES, FINETUNE_STEPS = 32, 20
 WORKED = 0.5  # a demo field holds worked solutions when it is longer than the answer in this share of records
+DERIVABLE, PROBE = 0.5, 100  # answers are derivable when a chain reaches them in this share of the first PROBE records
+DERIVED_STEPS = 60  # derived solutions are short and clean: more steps pay (dev 0.433 on twostep at 60, bench/RESULTS.md)
 
 
 @dataclass
@@ -109,7 +113,8 @@ def propose(checked: Checked) -> tuple[ast.Program, list[str]]:
             prop.reasons.append(f"tau: temperature in {{0.0, {SAMPLE_TEMPERATURE}}} (greedy, or diverse samples for L > 1)")
         if "finetune" not in gw and kind in _THETA:
             theta = _unique(checked, f"auto_{_THETA[kind][0]}")
-            body = _THETA[kind][1].format(data=data_name, q=TRAIN_QUERIES, steps=FINETUNE_STEPS)
+            body = _THETA[kind][1].format(data=data_name, q=TRAIN_QUERIES, steps=FINETUNE_STEPS,
+                                          derived_steps=DERIVED_STEPS)
             prop.add_decl(flow, f"finetune {theta} = {body}  # space = auto")
             prop.add_arg(gen.call, f"finetune = none in {{none, {theta}}}")
             prop.reasons.append(f"theta: finetune in {{none, {theta}}}: {_THETA[kind][2]}; it trains on prompts of "
@@ -150,10 +155,12 @@ def recipe(checked: Checked, space_names: list[str]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in space_names}
 
 
-_REWARD_NAMES = {"worked": "orm", "answers": "orm", "demos": "discriminator", "preferences": "bt", "none": "critic"}
-_REWARD_CTOR = {"worked": "outcome", "answers": "outcome", "demos": "discriminator", "preferences": "bradley_terry",
+_REWARD_NAMES = {"worked": "orm", "arithmetic": "orm", "answers": "orm", "demos": "discriminator", "preferences": "bt", "none": "critic"}
+_REWARD_CTOR = {"worked": "outcome", "arithmetic": "outcome", "answers": "outcome", "demos": "discriminator", "preferences": "bradley_terry",
                 "none": "critic"}
-_REWARD_WHY = {"worked": "golden answers: an outcome reward model", "answers": "golden answers: an outcome reward model",
+_REWARD_WHY = {"worked": "golden answers: an outcome reward model",
+               "arithmetic": "golden answers: an outcome reward model",
+               "answers": "golden answers: an outcome reward model",
                "demos": "demonstrations without answers: a discriminator against the model's own samples",
                "preferences": "preference pairs: a Bradley-Terry reward model",
                "none": "no labels: the model grades its own candidates"}
@@ -161,6 +168,9 @@ _THETA = {
     "worked": ("sft", "sft({data}.train, steps = {steps})",
                "sft, because the demo field holds worked solutions"),
     "demos": ("sft", "sft({data}.train, steps = {steps})", "sft on the demonstrations"),
+    "arithmetic": ("derived", "sft({data}.train, solutions = arithmetic, steps = {derived_steps})",
+                   "sft on worked solutions derived from the golden answers (the chain of +, -, *, / over the "
+                   "question's numbers that reaches each answer), because the records hold numeric answers only"),
     "answers": ("rationales", "rejection({data}.train, samples = 4, queries = {q}, steps = {steps}, rationalize = true)",
                 "rejection sampling, because the records hold answers only: rationales are sampled with the trial's "
                 "prompt on the train split, those the golden check accepts are kept (a query none passes is sampled "
@@ -179,8 +189,8 @@ def _reward_text(kind: str, data: str) -> str:
 
 
 def _data_kind(checked: Checked, data: str) -> tuple[str, str, bool]:
-    """What the train split of ``data`` holds ("worked", "answers", "demos", "preferences", "none"), why,
-    and whether there is a train split. Reads the train split only."""
+    """What the train split of ``data`` holds ("worked", "arithmetic", "answers", "demos", "preferences",
+    "none"), why, and whether there is a train split. Reads the train split only."""
     p = checked.decls[data].params
     split = p["split"]
     if isinstance(split, dict) and "train" not in split:
@@ -205,6 +215,12 @@ def _data_kind(checked: Checked, data: str) -> tuple[str, str, bool]:
             return "worked", (f"{data}.train ({n} records) has golden answers ({p['target']}) and worked solutions "
                               f"({p['demo']}: longer than the answer in {longer} of {n})"), True
     if answers:
+        probe = records[:PROBE]
+        derived = sum(derive(str(r["x"]), r["y"]) is not None for r in probe)
+        if derived >= DERIVABLE * len(probe):
+            return "arithmetic", (f"{data}.train ({n} records) has golden answers ({p['target']}) but no worked "
+                                  f"solutions; an arithmetic chain over the question's numbers reaches the answer in "
+                                  f"{derived} of the first {len(probe)}"), True
         return "answers", f"{data}.train ({n} records) has golden answers ({p['target']}) but no worked solutions", True
     if demos:
         return "demos", f"{data}.train ({n} records) has demonstrations ({p['demo']}) but no golden answers", True

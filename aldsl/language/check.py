@@ -704,6 +704,12 @@ class Checker:
             self.error(f"rejection() with rationalize = true keeps rationales the golden check passes; '{d.name}' "
                        "ranks by a reward instead", d.param_pos.get("rationalize", d.pos),
                        "set reward = none (the golden evaluator), or rationalize = false")
+        data = d.params.get("data")
+        if "arithmetic" in options_of(d.params.get("solutions", "demo")) and isinstance(data, SplitLink) \
+                and self.out[data.data].params.get("target") is None:
+            self.error(f"sft() with solutions = arithmetic derives worked solutions from golden answers, and data "
+                       f"'{data.data}' has no target field", d.param_pos.get("solutions", d.pos),
+                       f"set target = \"<answer field>\" in data '{data.data}', or solutions = demo")
         if d.ctor == "iterative":
             r = self.out[d.params["reward"].name]
             if r.ctor not in TRAINED_REWARDS or r.ctor == "binary":

@@ -318,6 +318,10 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     # ---- fine-tuning: theta
     Constructor("finetune", "sft", "supervised fine-tuning on demonstrations", (
         Param("data", SPLIT, doc="records with demonstrations", positional=True, searchable=False),
+        Param("solutions", t_enum("demo", "arithmetic"), "demo", "what each record is trained to write: demo = its "
+              "demonstration; arithmetic = a worked solution derived from its golden answer, the chain of at most "
+              "3 operations (+, -, *, /) over the question's numbers that reaches it (records where none does are "
+              "skipped; for answer-only arithmetic word problems, docs/finetuning.md)"),
     ) + _finetune_common(), "theta"),
     Constructor("finetune", "rejection", "rejection-sampling fine-tuning: sample, keep the best, fine-tune", (
         Param("data", SPLIT, doc="training queries", positional=True, searchable=False),

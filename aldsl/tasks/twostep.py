@@ -1,6 +1,7 @@
 """Seeded two-step word problems in phrasings the arithmetic task never uses, with answers only
 (fields ``id``, ``question``, ``answer``: no worked solutions). A task the optimizer was not tuned
-on, for ``space = auto`` (it proposes an outcome reward and rejection-sampled rationales for it).
+on, for ``space = auto`` (it proposes an outcome reward and fine-tuning on worked solutions derived
+from the answers, ``solutions = arithmetic``).
 
 Each problem chains two operations on small non-negative integers: a quantity changes (+ or -),
 then is grouped, shared or repeated (* or an exact /), e.g. "A bakery bakes 18 loaves before noon
