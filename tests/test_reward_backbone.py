@@ -98,13 +98,31 @@ def test_a_missing_backbone_is_reported_at_its_position(tmp_path, tiny_model_dir
         aldsl.compile(path)
 
 
-def test_a_generative_verifier_starts_as_the_lms_own_yes_minus_no(tmp_path, tiny_model_dir):
+def untied(source: Path, target: Path) -> Path:
+    """A tiny random model like ``source`` whose output layer is its own (not the input embedding)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(source))
+    config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(config)
+    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
+    return target
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_generative_verifier_starts_as_the_lms_own_yes_minus_no(tmp_path, tiny_model_dir, tied):
     """verifier = generative: before any training the reward is logit(" Yes") - logit(" No") of the LM itself,
-    read right after the verification question."""
+    read right after the verification question; with untied embeddings too (the rows then come from the
+    causal LM's own output layer, which the sequence-classification model drops)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from aldsl.rewards.backbone import VERDICTS, VERIFY, Point, TuneConfig, train_value_model
 
+    if not tied:
+        tiny_model_dir = untied(tiny_model_dir, tmp_path / "untied")
     texts = [("Tom has 7 apples and buys 9 more. How many now?", c) for c in CANDIDATES]
     config = TuneConfig("full", str(tiny_model_dir), epochs=1, lr=1e-12, generative=True)  # lr ~ 0: the start
     model = train_value_model(config, tmp_path / "gen", texts, [Point(0, (0,), (1.0,), (1.0,))])
