@@ -176,13 +176,11 @@ class OptunaSearch:
         return stop
 
     def _tail_seconds(self, complete: list[optuna.trial.FrozenTrial], minibatch: int, pool: int) -> float:
-        """What the rest would cost: the next trial as the trials so far took (the upper median, with their
-        fits), then the later phases at each program's own seconds per query (without its fits, scaled by
-        the gain of a full-dev batch over a minibatch, measured on the defaults before the search:
-        ``_measure_defaults``): promotion runs the best ``promote`` trials so far and the next one (priced
-        as the dearest trial) on the queries beyond the minibatch; a partial program per knob group and the
-        report run the leader (priced as the dearer of the current leader and the median trial, since the
-        next trial may lead); the report also runs the defaults."""
+        """What the rest would cost: the next trials as the trials so far took (median, with their fits), then
+        the queries of the later phases (promotion runs the best trials on the queries beyond the minibatch, a
+        partial program per knob group measures the knobs' contributions on dev, the report runs the defaults
+        and the winner) at the dearest trial's seconds per query, without its fits, scaled by the gain of a
+        full-dev batch over a minibatch (measured on the defaults before the search: ``_measure_defaults``)."""
         s = self.s
         # the defaults trial is answered from the cache of _measure_defaults (or loaded the model): not timed
         timed = [t for t in complete if t.user_attrs.get("seconds") and not t.user_attrs.get("defaults")]
@@ -193,19 +191,13 @@ class OptunaSearch:
             spent = t.user_attrs["seconds"] - t.user_attrs.get("fit_seconds", 0.0)
             return spent / max(1, len(t.user_attrs.get("scores") or [])) * self._batch_gain
 
-        cost = {t.number: per_query(t) for t in timed}
-        dearest, typical = max(cost.values()), _median(list(cost.values()))
+        # the leader can change with the next trial: every later program is priced as the dearest trial so far
+        dearest = max(per_query(t) for t in timed)
         defaults_s = self._defaults_dev.seconds / max(1, len(self._defaults_dev.scores)) if self._defaults_dev \
             else dearest
-        measured = 0.0 if self._defaults_dev else defaults_s  # the defaults already ran on all of dev
-        ranked = sorted((t for t in complete if "repeats" not in t.user_attrs), key=lambda t: -t.values[0])
-        best = ranked[: s.promote]
-        promotion = (sum(cost.get(t.number, measured) for t in best) + dearest) * max(0, pool - minibatch)
-        leader = max(cost.get(best[0].number, defaults_s), typical)
-        groups = contributions.groups(self.compiled.checked, [p.name for p in self.params])
-        report = s.report_queries or pool
-        later = (max(0, groups - 1) * pool + report) * leader + report * defaults_s
-        return s.batch * _median([t.user_attrs["seconds"] for t in timed]) + promotion + later
+        queries, report = s.later_queries(pool, minibatch, contributions.groups(self.compiled.checked,
+                                                                                [p.name for p in self.params]))
+        return s.batch * _median([t.user_attrs["seconds"] for t in timed]) + queries * dearest + report * defaults_s
 
     def _measure_defaults(self, pool: list[dict[str, Any]], minibatch: list[dict[str, Any]]) -> None:
         """With a time budget: run the defaults on all of dev before the search (the report needs them anyway),

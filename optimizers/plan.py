@@ -4,9 +4,7 @@ The program's defaults run on a few queries of the search split (never the held-
 measure seconds and generated tokens per query on this machine; the estimate scales them by the
 search space's L, the trial count and minibatch, the fits the space can reach (sampling for
 trained rewards and fine-tunings) and the later phases (promotion, the knobs' contributions and the
-report, counted by :meth:`Settings.later_queries`, every later program at the largest L: before any
-trial there is nothing finer to price them by; the budget check between trials prices each program
-by its trial).
+report, counted by :meth:`Settings.later_queries` as the search's budget check counts them).
 """
 
 from __future__ import annotations
@@ -56,7 +54,7 @@ def plan(compiled: CompiledProgram, settings: Settings, session: Session) -> Pla
     minibatch = min(s.minibatch or len(pool), len(pool))
     trial_s = per_query * minibatch * mean_l
     fits_s, fit_lines = _fits(compiled, per_query)
-    # the later phases: every later program at the largest L
+    # the later phases as the search's budget check prices them: every later program at the largest L
     later, report = s.later_queries(len(pool), minibatch, contributions.groups(compiled.checked, space.names))
     tail_s = per_query * (samples * later + report)
     total = trial_s * s.trials + fits_s + tail_s

@@ -79,7 +79,7 @@ class Settings:
         return {**self.__dict__, "storage": redact(self.storage)}
 
     def later_queries(self, pool: int, minibatch: int, groups: int) -> tuple[int, int]:
-        """Queries of the phases after the search, for the plan's estimate: (those the winner's and the best
+        """Queries of the phases after the search, for budget estimates: (those the winner's and the best
         trials' programs run: promotion on the pool beyond the minibatch, one partial program per knob group
         but the winner's own, the winner's report; the defaults' report queries)."""
         report = self.report_queries or pool
