@@ -52,7 +52,8 @@ def records(kind: str, n: int = 24) -> list[dict]:
     return rows
 
 
-FIELDS = {"answers": ', target = "answer"', "arithmetic": ', target = "answer"', "worked": ', target = "answer", demo = "solution"',
+FIELDS = {"answers": ', target = "answer"', "arithmetic": ', target = "answer"',
+          "worked": ', target = "answer", demo = "solution"',
           "demos": ', target = none, demo = "solution"', "preferences": ", target = none", "none": ", target = none"}
 
 

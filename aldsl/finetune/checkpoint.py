@@ -80,8 +80,8 @@ def checkpoint_key(spec: Finetune, session: Session, graph: ProgramGraph) -> str
     reward = unnamed(graph[spec.reward]["params"]) if spec.reward else None
     data = {f"{r['data']}.{r['split']}": session.split(graph, SplitRef.from_json(r)) for r in _data_refs([body, reward])}
     identity = model_identity(resolve_model(spec.generator.model), spec.generator.checkpoint)
-    derived = DERIVE_VERSION if spec.get("solutions") == "arithmetic" else None  # a new search, new targets
-    return content_hash(VERSION, body, data, identity, reward, *([derived] if derived else []))
+    derived = [DERIVE_VERSION] if spec.get("solutions") == "arithmetic" else []  # a new search, new targets
+    return content_hash(VERSION, body, data, identity, reward, *derived)
 
 
 # ---------------------------------------------------------------- training data

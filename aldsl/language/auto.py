@@ -33,7 +33,7 @@ TEMPLATES = ("zero_shot", "cot", "direct")
 MAX_DEMOS, MAX_SAMPLES, SAMPLE_TEMPERATURE = 3, 4, 0.7
 TRAIN_QUERIES, FINETUNE_STEPS = 32, 20
 WORKED = 0.5  # a demo field holds worked solutions when it is longer than the answer in this share of records
-DERIVABLE, PROBE = 0.5, 100  # answers are derivable when a chain reaches them in this share of the first PROBE records
+DERIVABLE, PROBE = 0.5, 100  # answers are derivable when a chain reaches this share of the first PROBE records
 DERIVED_STEPS = 60  # derived solutions are short and clean: more steps pay (dev 0.433 on twostep at 60, bench/RESULTS.md)
 
 
@@ -155,9 +155,10 @@ def recipe(checked: Checked, space_names: list[str]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in space_names}
 
 
-_REWARD_NAMES = {"worked": "orm", "arithmetic": "orm", "answers": "orm", "demos": "discriminator", "preferences": "bt", "none": "critic"}
-_REWARD_CTOR = {"worked": "outcome", "arithmetic": "outcome", "answers": "outcome", "demos": "discriminator", "preferences": "bradley_terry",
-                "none": "critic"}
+_REWARD_NAMES = {"worked": "orm", "arithmetic": "orm", "answers": "orm", "demos": "discriminator",
+                 "preferences": "bt", "none": "critic"}
+_REWARD_CTOR = {"worked": "outcome", "arithmetic": "outcome", "answers": "outcome", "demos": "discriminator",
+                "preferences": "bradley_terry", "none": "critic"}
 _REWARD_WHY = {"worked": "golden answers: an outcome reward model",
                "arithmetic": "golden answers: an outcome reward model",
                "answers": "golden answers: an outcome reward model",

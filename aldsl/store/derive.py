@@ -1,4 +1,4 @@
-"""Worked solutions derived from golden answers (``sft(..., derive = arithmetic)``).
+"""Worked solutions derived from golden answers (``sft(..., solutions = arithmetic)``).
 
 Answer-only arithmetic word problems carry no rationale to fine-tune on, and a small model rarely
 samples a correct one (the STaR route keeps lucky numbers in wrong text). The weak-supervision
@@ -22,7 +22,7 @@ from fractions import Fraction
 
 VERSION = 1  # bump when the search or the text changes what is derived, so checkpoints trained on it are redone
 MAX_STEPS = 3  # chains of at most this many operations (two- and three-step problems)
-MAX_NUMBERS = 6  # questions with more numbers are not searched (the search grows as n!^2)
+MAX_NUMBERS = 6  # questions with more numbers are not searched (the subsets to search grow as 2^n)
 DECIMALS = 4  # an intermediate result must be a decimal with at most this many places
 NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?![\w])")
 OPS = ("+", "-", "*", "/")
@@ -52,9 +52,12 @@ class Derivation:
         return " ".join(lines + [f"The answer is {answer.strip()}."])
 
 
+Expr = tuple[tuple[Step, ...], tuple[int, ...]]  # the steps, and the question positions of its numbers in order
+
+
 def numbers(text: str) -> list[Fraction]:
     """The numbers written in digits in ``text``, in order (``1,200`` and ``2.5`` included)."""
-    return [Fraction(m.group().replace(",", "")) for m in NUMBER.finditer(text)]
+    return [_value(m) for m in NUMBER.finditer(text)]
 
 
 def parse_answer(answer: object) -> Fraction | None:
@@ -63,7 +66,7 @@ def parse_answer(answer: object) -> Fraction | None:
     found = list(NUMBER.finditer(text))
     if len(found) != 1:
         return None
-    value = Fraction(found[0].group().replace(",", ""))
+    value = _value(found[0])
     return -value if text[: found[0].start()].rstrip().endswith("-") else value
 
 
@@ -92,9 +95,6 @@ def derive(question: str, answer: object) -> Derivation | None:
         return None
     rank, expr, _ = min(hits, key=lambda h: h[0])
     return Derivation(expr[0], sum(c for r, _, c in hits if r[:2] == rank[:2]))
-
-
-Expr = tuple[tuple[Step, ...], tuple[int, ...]]  # the steps, and the question positions of its numbers in order
 
 
 def _combine(mask: int, reach: dict[int, dict[Fraction, tuple[Expr, int]]], target: Fraction | None
@@ -146,13 +146,12 @@ def _apply(a: Fraction, op: str, b: Fraction) -> Fraction | None:
     return value
 
 
+def _value(match: re.Match[str]) -> Fraction:
+    return Fraction(match.group().replace(",", ""))
+
+
 def _short(x: Fraction) -> bool:
     return (x * 10 ** DECIMALS).denominator == 1
-
-
-def _canonical(steps: tuple[Step, ...]) -> tuple:
-    """A chain with commuted operands (``a + b`` and ``b + a``) written one way."""
-    return tuple((min(s.a, s.b), s.op, max(s.a, s.b)) if s.op in "+*" else (s.a, s.op, s.b) for s in steps)
 
 
 def _fmt(x: Fraction) -> str:
